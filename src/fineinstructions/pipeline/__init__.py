@@ -1,0 +1,1 @@
+"""Execution on datatrove: readers, an atomic shard writer, the stage step base class, the runner and summaries."""

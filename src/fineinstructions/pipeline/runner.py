@@ -1,0 +1,133 @@
+"""Run one stage on a datatrove executor, resumably, and summarise it.
+
+Layout of a stage's output directory (the contract later stages and users rely on):
+
+    DIR/part-NNNNN.parquet        final rows, one schema per stage (see `schemas.py`)
+    DIR/rejects/*.parquet         every rejected row with its `reason`
+    DIR/logs/<phase>/             datatrove logs, per-task stats and `completions/` markers (resume)
+    DIR/stage.json                the settings the stage ran with (a rerun with other settings is refused)
+    DIR/summary.json              counts, rejects by reason, tokens, timings
+
+A stage has a *map* phase (the per-row work, `tasks` shards in parallel) and an optional *dedup* phase (one task
+over all map shards, keep-first, same shard layout). Completed tasks are skipped on rerun, so rerunning a finished
+stage is a no-op and rerunning after a kill finishes only the missing shards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.base import PipelineStep
+from loguru import logger
+
+from fineinstructions.config import option
+from fineinstructions.errors import UserError
+from fineinstructions.pipeline.readers import StrictParquetReader
+from fineinstructions.pipeline.step import StageStep
+from fineinstructions.pipeline.summary import StageSummary, collect_summary
+from fineinstructions.pipeline.writer import ShardWriter
+
+EXECUTORS = ("local",)
+
+
+@dataclass
+class StageOptions:
+    """Options every stage has."""
+
+    input: str | None = option(None, "input: a file, a folder of shards, or a Hugging Face dataset name")
+    output: str | None = option(None, "output directory (receives parquet shards)")
+    executor: str = option("local", "where tasks run", choices=EXECUTORS)
+    tasks: int = option(1, "number of tasks (input shards processed independently; resume granularity)")
+    workers: int = option(1, "tasks run at the same time on this machine (-1: all)")
+    progress: bool = option(True, "show progress bars")
+    overwrite: bool = option(False, "delete an existing output directory that was made with other settings")
+
+
+def _check_settings(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Completion markers are only valid for the settings that produced them."""
+    marker = out / "stage.json"
+    if marker.is_file():
+        previous = json.loads(marker.read_text())
+        if previous != settings:
+            if not overwrite:
+                changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+                raise UserError(
+                    f"{out} holds results made with other settings (changed: {', '.join(changed)}); "
+                    "use another --output or pass --overwrite to start over"
+                )
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+
+
+def _warnings_only() -> None:
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+
+class QuietLocalExecutor(LocalPipelineExecutor):
+    """datatrove's local executor with its INFO chatter kept in the task log files, off the terminal, so the
+    progress bars and our one-screen summary stay readable. Warnings and errors still print."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        try:
+            # datatrove only logs INFO to the terminal for local_rank 0; the value is used for nothing else here
+            return super()._run_for_rank(rank, local_rank + 1, node_rank)
+        finally:
+            _warnings_only()
+
+    def run(self):
+        _warnings_only()
+        return super().run()
+
+
+def _executor(opts: StageOptions, pipeline: list, logging_dir: Path, tasks: int) -> LocalPipelineExecutor:
+    if opts.executor != "local":
+        raise UserError(f"executor {opts.executor!r} is not available yet; use --executor local")
+    workers = tasks if opts.workers == -1 else max(1, min(opts.workers, tasks))
+    return QuietLocalExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
+
+
+def run_stage(
+    name: str,
+    opts: StageOptions,
+    settings: dict[str, Any],
+    reader: PipelineStep,
+    step: StageStep,
+    schema: pa.Schema,
+    dedup: Callable[[str, list[str]], StageStep] | None = None,
+) -> StageSummary:
+    """Run `reader → step → shards` on `opts.tasks` tasks, then the optional dedup phase; return the summary.
+
+    `dedup(map_dir, map_files)` builds the keep-first dedup step over the map phase's shards.
+    """
+    if not opts.output:
+        raise UserError(f"stage {name} needs --output DIR")
+    out = Path(opts.output)
+    _check_settings(out, settings, opts.overwrite)
+    start = time.time()
+    map_dir = out / "_map" if dedup else out
+    _executor(opts, [reader, step, ShardWriter(str(map_dir), schema)], out / "logs" / "map", opts.tasks).run()
+    if dedup:
+        map_files = sorted(str(p) for p in map_dir.glob("part-*.parquet"))
+        dedup_step = dedup(str(out), map_files)
+        dedup_reader = StrictParquetReader(
+            str(map_dir), glob_pattern="part-*.parquet", text_key=dedup_step.text_column,
+            id_key=dedup_step.id_column,
+        )
+        logger.disable("datatrove.pipeline.writers")  # one dedup task: a rank-less file name is intended
+        writer = ShardWriter(str(out), schema, output_filename="${_shard}")
+        logger.enable("datatrove.pipeline.writers")
+        _executor(opts, [dedup_reader, dedup_step, writer], out / "logs" / "dedup", 1).run()
+    summary = collect_summary(name, out, wall_time=time.time() - start)
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary

@@ -1,0 +1,88 @@
+"""The one-screen summary at the end of a stage, built from datatrove's per-task stats files.
+
+Reading the per-task files (not the executor's in-memory merge) means a resumed run still reports the whole
+stage, including tasks finished by an earlier, killed run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+def _total(value) -> float:
+    return value.get("total", 0) if isinstance(value, dict) else float(value or 0)
+
+
+@dataclass
+class StageSummary:
+    stage: str
+    output: str
+    rows_in: int = 0
+    rows_out: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    skips: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    llm: dict[str, int] = field(default_factory=dict)
+    wall_time: float = 0.0
+    process_time: float = 0.0
+    shards: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def render(self) -> str:
+        rate = self.rows_in / self.wall_time if self.wall_time > 0 else 0.0
+        share = f" ({100 * self.rows_out / self.rows_in:.1f} %)" if self.rows_in else ""
+        lines = [
+            f"── {self.stage} " + "─" * max(0, 60 - len(self.stage)),
+            f"  rows in      {self.rows_in:,}",
+            f"  rows out     {self.rows_out:,}{share}",
+        ]
+        for title, counts in (("rejects", self.rejects), ("skipped", self.skips)):
+            if counts:
+                detail = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+                lines.append(f"  {title:<12} {sum(counts.values()):,}: {detail}")
+        if self.llm:
+            lines.append("  llm requests " + " · ".join(f"{k} {v:,}" for k, v in sorted(self.llm.items())))
+        if self.tokens:
+            lines.append("  tokens       " + " · ".join(f"{k} {v:,}" for k, v in sorted(self.tokens.items())))
+        lines.append(
+            f"  wall time    {self.wall_time:,.1f} s this run · {self.process_time:,.1f} s of task time · {rate:,.2f} rows/s"
+        )
+        lines.append(f"  output       {self.output} ({self.shards} shard{'s' if self.shards != 1 else ''}; rejects in rejects/)")
+        return "\n".join(lines)
+
+
+def collect_summary(stage: str, out: Path, wall_time: float) -> StageSummary:
+    counts: Counter = Counter()
+    process_time = 0.0
+    phases = sorted((out / "logs").glob("*/stats/*.json"))
+    map_files = [p for p in phases if p.parts[-3] == "map"]
+    for path in phases:
+        for block in json.loads(path.read_text()):
+            for label, value in block.get("stats", {}).items():
+                if label.startswith(("reject/", "skip/", "tokens/", "llm/")) or (path in map_files and label == "rows_in"):
+                    counts[label] += int(_total(value))
+            process_time += block.get("time_stats", {}).get("total", 0.0) if isinstance(block.get("time_stats"), dict) else 0.0
+    summary = StageSummary(
+        stage=stage,
+        output=str(out),
+        rows_in=counts.pop("rows_in", 0),
+        wall_time=wall_time,
+        process_time=process_time,
+        shards=len(list(out.glob("part-*.parquet"))),
+    )
+    for label, value in counts.items():
+        kind, _, reason = label.partition("/")
+        {"reject": summary.rejects, "skip": summary.skips, "tokens": summary.tokens, "llm": summary.llm}[kind][reason] = value
+    summary.rows_out = _count_rows(out)
+    return summary
+
+
+def _count_rows(out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in out.glob("part-*.parquet"))

@@ -1,0 +1,48 @@
+"""Parquet schemas at every stage boundary: the documented contract between stages.
+
+queries/     query_id, source, query
+templatize/  template_id, query_id, source, query, template, compatible_document_description, num_slots,
+             alignment, model_id, prompt_fingerprint
+rejects/     the stage's input columns (as far as known) + reason (+ raw_output for LLM stages)
+"""
+
+import pyarrow as pa
+
+QUERIES = pa.schema(
+    [
+        ("query_id", pa.string()),  # the input's id column, or a content hash when the input has none
+        ("source", pa.string()),  # where the query came from (input's source column, or the file name)
+        ("query", pa.string()),  # whitespace-normalised query text
+    ]
+)
+
+QUERIES_REJECTS = pa.schema([*QUERIES, ("reason", pa.string())])
+
+TEMPLATES = pa.schema(
+    [
+        ("template_id", pa.string()),  # hash of the normalised template text (unique after dedup)
+        ("query_id", pa.string()),
+        ("source", pa.string()),
+        ("query", pa.string()),
+        ("template", pa.string()),  # the query with <fi>slot description</fi> slots
+        ("compatible_document_description", pa.string()),
+        ("num_slots", pa.int32()),
+        ("alignment", pa.float32()),  # share of the template's fixed words taken in order from the query
+        ("model_id", pa.string()),  # weights that wrote it (name/path + revision or file digest)
+        ("prompt_fingerprint", pa.string()),  # hash of the prompt format + sampling settings
+    ]
+)
+
+TEMPLATES_REJECTS = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("source", pa.string()),
+        ("query", pa.string()),
+        ("template", pa.string()),
+        ("compatible_document_description", pa.string()),
+        ("raw_output", pa.string()),
+        ("reason", pa.string()),
+        ("model_id", pa.string()),
+        ("prompt_fingerprint", pa.string()),
+    ]
+)

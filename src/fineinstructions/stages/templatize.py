@@ -1,0 +1,154 @@
+"""Stage `templatize`: query → instruction template + compatible document description (paper §1, stage 2).
+
+Each query is sent to the LLM in the chosen prompt format; every answer is validated (parseable, well-formed
+`<fi>` slots, a description, fixed text aligned with the query -- see `templates.py`). With `best_of > 1` the stage
+draws extra sampled candidates and keeps the first valid one (greedy first): the validators are the filter, which
+is the cheapest way to lift the yield of a small model. Templates are deduplicated on their normalised text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fineinstructions import schemas
+from fineinstructions.config import option
+from fineinstructions.errors import UserError
+from fineinstructions.llm import LLMConfig, fingerprint, make_backend, preflight
+from fineinstructions.llm.base import Completion
+from fineinstructions.pipeline.dedup import DedupStep
+from fineinstructions.pipeline.readers import StrictParquetReader
+from fineinstructions.pipeline.runner import StageOptions, run_stage
+from fineinstructions.pipeline.step import Outcome, StageStep
+from fineinstructions.pipeline.summary import StageSummary
+from fineinstructions.prompts import PromptFormat, load_format
+from fineinstructions.templates import alignment, num_slots, validate
+from fineinstructions.text import dedup_key, normalize_whitespace, stable_hash
+
+
+@dataclass
+class TemplatizeConfig(StageOptions):
+    prompt_format: str = option(
+        "auto",
+        "fewshot | fewshot-completion | released | path to a YAML format; auto = fewshot-completion for the "
+        "embedded default model, fewshot otherwise",
+    )
+    best_of: int = option(1, "candidates per query (1 greedy + n-1 sampled); the first valid one is kept")
+    temperature: float = option(0.8, "sampling temperature of the extra candidates")
+    max_tokens: int | None = option(None, "max new tokens per answer (default: the prompt format's)")
+    min_alignment: float = option(0.7, "min share of the template's fixed words that follow the query in order")
+    batch_size: int = option(32, "queries per generate call")
+    seed: int = option(0, "seed of the sampled candidates")
+    llm: LLMConfig = option(factory=LLMConfig)
+
+
+def resolve_format(cfg: TemplatizeConfig) -> PromptFormat:
+    name = cfg.prompt_format
+    if name == "auto":
+        name = "fewshot-completion" if cfg.llm.backend in ("transformers", "llamacpp") and not cfg.llm.model else "fewshot"
+    return load_format("templatize", name)
+
+
+class Templatizer(StageStep):
+    name = "🧩 Templatize"
+    id_column, text_column = "query_id", "query"
+    reject_schema = schemas.TEMPLATES_REJECTS
+
+    def __init__(self, cfg: TemplatizeConfig, **kw):
+        super().__init__(cfg.output, **kw)
+        self.cfg = cfg
+        self.batch_size = cfg.batch_size
+        self.format = resolve_format(cfg)
+        self.backend = None
+
+    def setup(self, rank: int) -> None:
+        self.backend = make_backend(self.cfg.llm)
+        greedy = self.format.sampling(max_tokens=self.cfg.max_tokens)
+        self.params = [greedy] + [
+            self.format.sampling(max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature, seed=self.cfg.seed + k)
+            for k in range(1, self.cfg.best_of)
+        ]
+        self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params])
+
+    def teardown(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    def process(self, rows: list[dict]) -> Iterable[Outcome]:
+        requests = [self.format.render({"query": row["query"]}, p) for row in rows for p in self.params]
+        completions = self.backend.generate(requests)
+        for c in completions:
+            if c.cached:
+                self.stat_update("llm/cached_requests")
+            else:
+                self.stat_update("llm/sent_requests")
+                self.stat_update("tokens/prompt", value=c.prompt_tokens)
+                self.stat_update("tokens/completion", value=c.completion_tokens)
+        n = len(self.params)
+        for i, row in enumerate(rows):
+            yield self.pick(row, completions[i * n : (i + 1) * n])
+
+    def judge_candidate(self, row: dict, c: Completion) -> tuple[dict, str | None]:
+        """Parse and validate one answer: (fields, reject reason or None)."""
+        base = {"query_id": row["query_id"], "source": row.get("source"), "query": row["query"],
+                "raw_output": c.text, "model_id": self.backend.model_id, "prompt_fingerprint": self.prompt_fingerprint}
+        if not c.ok:
+            return {**base, "raw_output": c.error}, "llm_error"
+        parsed = self.format.parse(c.text)
+        if parsed is None:
+            return base, "truncated" if c.finish_reason == "length" else "unparseable"
+        template, description = parsed.get("template"), parsed.get("compatible_document_description")
+        if not isinstance(template, str) or not template.strip():
+            return base, "missing_template"
+        template = normalize_whitespace(template)
+        fields = {**base, "template": template}
+        if reason := validate(template, row["query"], self.cfg.min_alignment):
+            return fields, reason
+        if not isinstance(description, str) or not description.strip():
+            return fields, "missing_description"
+        return {**fields, "compatible_document_description": normalize_whitespace(description)}, None
+
+    def pick(self, row: dict, candidates: list[Completion]) -> Outcome:
+        judged = [self.judge_candidate(row, c) for c in candidates]
+        for fields, reason in judged:
+            if reason is None:
+                template = fields["template"]
+                fields.pop("raw_output")
+                return {
+                    **fields,
+                    "template_id": stable_hash(dedup_key(template)),
+                    "num_slots": num_slots(template),
+                    "alignment": alignment(template, row["query"]).precision,
+                }, None
+        return judged[0]  # the greedy answer's reason speaks for the query
+
+
+def _template_key(row: dict) -> str:
+    return dedup_key(row["template"])
+
+
+def run(cfg: TemplatizeConfig) -> StageSummary:
+    if not cfg.input:
+        raise UserError("stage templatize needs --input (the output folder of the queries stage)")
+    if cfg.best_of < 1:
+        raise UserError("--best-of must be at least 1")
+    files = sorted(str(p) for p in Path(cfg.input).glob("part-*.parquet"))
+    if not files:
+        raise UserError(f"no part-*.parquet shards in {cfg.input}: run the queries stage first (fineinstructions queries)")
+    preflight(cfg.llm)
+    reader = StrictParquetReader(cfg.input, glob_pattern="part-*.parquet", text_key="query", id_key="query_id")
+    step = Templatizer(cfg, input_files=files, progress=cfg.progress)
+    settings = {
+        "stage": "templatize",
+        **{k: v for k, v in vars(cfg).items() if k not in ("progress", "overwrite", "workers", "llm")},
+        "llm": {k: v for k, v in vars(cfg.llm).items() if k not in ("concurrency", "timeout", "cache_path", "num_threads")},
+        "prompt_fingerprint": step.format.fingerprint,
+    }
+
+    def dedup(out: str, map_files: list[str]) -> DedupStep:
+        return DedupStep(out, map_files, [("duplicate_template", _template_key)], "template_id", "template",
+                         schemas.TEMPLATES_REJECTS, progress=cfg.progress)
+
+    return run_stage("templatize", cfg, settings, reader, step, schemas.TEMPLATES, dedup=dedup)

@@ -1,0 +1,99 @@
+"""Instruction templates: `<fi>slot description</fi>` parsing and validation.
+
+A template is a real query whose specific spans were replaced by slots. Validation rejects what a small model gets
+wrong most often: no slot, broken tags, and -- the subtle one -- rewriting the query instead of genericising it.
+The alignment check compares the template's *fixed text* (everything outside slots) with the query word by word,
+in order: a genericised query keeps the query's own wording around its slots.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from fineinstructions.text import dedup_key
+
+SLOT = re.compile(r"<fi>(.*?)</fi>", re.S)
+ANY_TAG = re.compile(r"<\s*/?\s*fi\b[^>]*>", re.I)
+OPEN, CLOSE = "<fi>", "</fi>"
+
+
+def slots(template: str) -> list[str]:
+    """Slot descriptions, in order."""
+    return [s.strip() for s in SLOT.findall(template)]
+
+
+def num_slots(template: str) -> int:
+    return len(SLOT.findall(template))
+
+
+def fixed_text(template: str) -> str:
+    """The template with its slots cut out: the wording it keeps from the query."""
+    return SLOT.sub(" ", template)
+
+
+def tag_problem(template: str, max_slot_chars: int = 120) -> str | None:
+    """Why the `<fi>` markup is unusable, or None when it is well formed."""
+    if not template or not template.strip():
+        return "empty_template"
+    for tag in ANY_TAG.findall(template):
+        if tag not in (OPEN, CLOSE):
+            return "malformed_tag"
+    depth = 0
+    for tag in ANY_TAG.findall(template):
+        depth += 1 if tag == OPEN else -1
+        if depth not in (0, 1):
+            return "unbalanced_tags"  # nested slot or a close before an open
+    if depth != 0:
+        return "unbalanced_tags"
+    found = slots(template)
+    if not found:
+        return "no_slot"
+    if any(not s for s in found):
+        return "empty_slot"
+    if any(len(s) > max_slot_chars for s in found):
+        return "slot_too_long"
+    return None
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How the template's fixed words line up with the query's words (longest in-order match).
+
+    precision: share of the template's fixed words that come from the query, in order.
+    coverage:  share of the query's words that the template kept; 1.0 means the slots replaced nothing.
+    """
+
+    precision: float
+    coverage: float
+    fixed_words: int
+
+
+def _words(text: str) -> list[str]:
+    return dedup_key(text).split()
+
+
+def alignment(template: str, query: str) -> Alignment:
+    fixed, query_words = _words(fixed_text(template)), _words(query)
+    if not fixed or not query_words:
+        return Alignment(0.0, 0.0, len(fixed))
+    matcher = difflib.SequenceMatcher(None, fixed, query_words, autojunk=False)
+    matched = sum(block.size for block in matcher.get_matching_blocks())
+    return Alignment(matched / len(fixed), matched / len(query_words), len(fixed))
+
+
+def validate(template: str, query: str, min_alignment: float = 0.7) -> str | None:
+    """Reason the template is unusable for this query, or None if it passes every check."""
+    if problem := tag_problem(template):
+        return problem
+    if dedup_key(SLOT.sub(lambda m: m.group(1), template)) == dedup_key(query):
+        return "same_as_query"  # the slots only wrap the query's own words: nothing was genericised
+    align = alignment(template, query)
+    if align.fixed_words == 0:
+        return "no_fixed_text"
+    if align.precision < min_alignment:
+        return "not_aligned"
+    if align.coverage >= 1.0:
+        return "slot_replaces_nothing"
+    return None
