@@ -145,6 +145,7 @@ def _row(backend: str, bs: int, load_s: float, wall: float, c_tok: int, p_tok: i
         "versions": versions,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),  # > threads means other work shared the cores
         "sample_outputs": [t.strip()[:80] for t in texts[:3]],
     }
 

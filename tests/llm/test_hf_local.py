@@ -1,0 +1,58 @@
+"""The transformers backend on the real embedded model (SmolLM2-135M-Instruct GGUF)."""
+
+import pytest
+
+from fineinstructions.llm import Request, SamplingParams
+from fineinstructions.llm.hf_local import TransformersBackend, default_model_path, resolve_model
+
+
+def test_default_model_is_found():
+    path = default_model_path()
+    name_or_dir, gguf, model_id = resolve_model(None)
+    assert path.endswith(".gguf") and gguf == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert model_id.startswith("gguf:SmolLM2-135M-Instruct.Q4_1.gguf:")
+    assert resolve_model(None)[2] == model_id  # stable
+
+
+def test_missing_model_paths_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+        resolve_model(str(tmp_path / "nope.gguf"))
+    with pytest.raises(FileNotFoundError, match="model path not found"):
+        resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="without config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        TransformersBackend(str(tmp_path / "nope.gguf"))
+
+
+@pytest.mark.slow
+def test_batched_generation_matches_one_by_one_and_keeps_order(smollm):
+    params = SamplingParams(max_tokens=12)
+    prompts = ["The capital of France is", "1, 2, 3, 4,", "Question: what color is the sky?\nAnswer:",
+               "def add(a, b):"]
+    batched = smollm.generate([Request.completion(p, params) for p in prompts])
+    single = [smollm.generate([Request.completion(p, params)])[0] for p in prompts]
+    assert [c.text for c in batched] == [c.text for c in single]  # left padding does not change greedy output
+    for c in batched:
+        assert c.ok and c.prompt_tokens > 0 and 0 < c.completion_tokens <= 12
+        assert c.finish_reason in ("stop", "length")
+    assert "5" in batched[1].text
+
+
+@pytest.mark.slow
+def test_chat_stop_strings_and_errors_as_data(smollm):
+    chat = Request.chat([{"role": "user", "content": "Count from 1 to 20, separated by commas."}],
+                        SamplingParams(max_tokens=60, stop=("7",)))
+    too_long = Request.completion("word " * 9000, SamplingParams(max_tokens=4))
+    out = smollm.generate([chat, too_long, Request.completion("Hello", SamplingParams(max_tokens=3))])
+    assert out[0].ok and "7" not in out[0].text and "6" in out[0].text and out[0].finish_reason == "stop"
+    assert not out[1].ok and "prompt too long" in out[1].error and out[1].finish_reason == "error"
+    assert out[2].ok and out[2].completion_tokens <= 3
+
+
+@pytest.mark.slow
+def test_sampling_is_seeded(smollm):
+    p = SamplingParams(max_tokens=10, temperature=1.0, seed=7)
+    a = smollm.generate([Request.completion("Once upon a time", p)])[0].text
+    b = smollm.generate([Request.completion("Once upon a time", p)])[0].text
+    assert a == b

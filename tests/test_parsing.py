@@ -1,0 +1,32 @@
+import pytest
+
+from fineinstructions.parsing import extract_json_object, is_null_answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"template": "a <fi>b</fi>", "compatible_document_description": "d"}',
+        'Sure! Here is the JSON:\n```json\n{"template": "a <fi>b</fi>", "compatible_document_description": "d"}\n```',
+        'prose {not json} then {"template": "a <fi>b</fi>", "compatible_document_description": "d"} trailing',
+        '```\n{"template": "a <fi>b</fi>", "compatible_document_description": "d"}\n```\nAnd another {"x": 1}',
+    ],
+)
+def test_extracts_first_object(text):
+    assert extract_json_object(text) == {"template": "a <fi>b</fi>", "compatible_document_description": "d"}
+
+
+@pytest.mark.parametrize("text", [None, "", "no json here", '{"template": "unterminated', "[1, 2, 3]", "{" * 5000])
+def test_no_object(text):
+    assert extract_json_object(text) is None
+
+
+def test_nested_and_unicode():
+    obj = extract_json_object('x {"a": {"b": [1, {"c": "ünï"}]}, "d": "}"} y')
+    assert obj == {"a": {"b": [1, {"c": "ünï"}]}, "d": "}"}
+
+
+@pytest.mark.parametrize("text,expected", [("null", True), (" NULL. ", True), ('"null"', True), ("```\nnull\n```", True),
+                                           ("nullable", False), ("", False), (None, False)])
+def test_null_answers(text, expected):
+    assert is_null_answer(text) is expected
