@@ -88,15 +88,15 @@ def bench_transformers(prompts: list[str], max_tokens: int, batch_sizes: list[in
     for bs in batch_sizes:
         texts: list[str] = []
         c_tok = p_tok = 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(prompts), bs):
             t, c, p = run(prompts[i : i + bs], max_tokens)
             texts += t
             c_tok += c
             p_tok += p
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         rows.append(
-            _row("transformers", bs, load_s, wall, c_tok, p_tok, texts, max_tokens, threads,
+            _row("transformers", bs, load_s, wall, cpu, c_tok, p_tok, texts, max_tokens, threads,
                  {"torch": torch.__version__, "transformers": transformers.__version__, "dtype": "float32"})
         )
     return rows
@@ -114,20 +114,20 @@ def bench_llamacpp(prompts: list[str], max_tokens: int, threads: int) -> list[di
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     backend.generate([Request.completion(prompts[0], SamplingParams(max_tokens=4))])  # warm-up
     reqs = [Request.completion(p, params) for p in prompts]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     outs = backend.generate(reqs)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     backend.close()
     errors = [o.error for o in outs if not o.ok]
     if errors:
         raise SystemExit(f"llama.cpp failed: {errors[:3]}")
     return [
-        _row("llamacpp", 1, load_s, wall, sum(o.completion_tokens for o in outs), sum(o.prompt_tokens for o in outs),
+        _row("llamacpp", 1, load_s, wall, cpu, sum(o.completion_tokens for o in outs), sum(o.prompt_tokens for o in outs),
              [o.text for o in outs], max_tokens, threads, {"llama_cpp": llama_cpp.__version__, "weights": "Q4_1"})
     ]
 
 
-def _row(backend: str, bs: int, load_s: float, wall: float, c_tok: int, p_tok: int, texts: list[str],
+def _row(backend: str, bs: int, load_s: float, wall: float, cpu: float, c_tok: int, p_tok: int, texts: list[str],
          max_tokens: int, threads: int, versions: dict[str, Any]) -> dict:
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -138,6 +138,7 @@ def _row(backend: str, bs: int, load_s: float, wall: float, c_tok: int, p_tok: i
         "threads": threads,
         "load_s": round(load_s, 3),
         "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),  # process CPU time; wall/cpu far from 1/threads means contention or idle threads
         "prompt_tokens": p_tok,
         "completion_tokens": c_tok,
         "completion_tok_per_s": round(c_tok / wall, 2),

@@ -50,3 +50,9 @@ def test_alignment_scores():
     assert a.fixed_words == 8
     # punctuation and case do not matter
     assert alignment("When was the LAST time anyone was on <fi>x</fi>?", Q).precision == 1.0
+
+
+def test_slot_described_by_the_replaced_words_is_not_generic():
+    q = "who is the girl that played darlene in roseanne"
+    assert validate("who is the girl that played <fi>darlene</fi> in <fi>TV show</fi>", q) == "slot_not_generic"
+    assert validate("who is the girl that played <fi>character</fi> in <fi>TV show</fi>", q) is None

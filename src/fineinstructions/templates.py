@@ -89,6 +89,9 @@ def validate(template: str, query: str, min_alignment: float = 0.7) -> str | Non
         return problem
     if dedup_key(SLOT.sub(lambda m: m.group(1), template)) == dedup_key(query):
         return "same_as_query"  # the slots only wrap the query's own words: nothing was genericised
+    query_key = f" {dedup_key(query)} "
+    if any(f" {dedup_key(s)} " in query_key for s in slots(template)):
+        return "slot_not_generic"  # a slot "described" by the very words it replaced, e.g. <fi>darlene</fi>
     align = alignment(template, query)
     if align.fixed_words == 0:
         return "no_fixed_text"

@@ -8,6 +8,8 @@ is the cheapest way to lift the yield of a small model. Templates are deduplicat
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +71,12 @@ class Templatizer(StageStep):
         self.backend = None
 
     def setup(self, rank: int) -> None:
-        self.backend = make_backend(self.cfg.llm)
+        llm = self.cfg.llm
+        if llm.backend == "transformers" and not llm.num_threads:
+            # split the cores between local workers: oversubscribed OpenMP threads spin and run ~10x slower
+            workers = self.cfg.tasks if self.cfg.workers == -1 else max(1, min(self.cfg.workers, self.cfg.tasks))
+            llm = dataclasses.replace(llm, num_threads=max(1, (os.cpu_count() or 1) // workers))
+        self.backend = make_backend(llm)
 
     def teardown(self) -> None:
         if self.backend is not None:
