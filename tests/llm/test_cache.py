@@ -44,3 +44,17 @@ def test_rerun_sends_only_missing(tmp_path):
     again = CachedBackend(Counting(), RequestCache(tmp_path / "c.sqlite"))
     assert len(again.cache) == 3
     assert again.generate([Request.completion("c")])[0].cached
+
+
+def test_optional_backends_fail_with_an_install_hint():
+    import importlib.util
+
+    import pytest
+
+    from fineinstructions.llm import LLMConfig, make_backend
+
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ImportError, match=r"fineinstructions\[vllm\]"):
+            make_backend(LLMConfig(backend="vllm", model="some/model", cache=False))
+    with pytest.raises(ValueError, match="unknown llm backend"):
+        make_backend(LLMConfig(backend="nope", cache=False))

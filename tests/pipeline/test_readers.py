@@ -63,3 +63,12 @@ def test_format_detection_and_errors(tmp_path):
     ok.write_text(json.dumps({"id": 1, "question": "x"}) + "\n")
     with pytest.raises(UserError, match="column 'query'.*available columns: id, question"):
         check_columns(str(ok), {"column": "query"})
+
+
+def test_hugging_face_dataset_input(tmp_path):
+    """The `hf` format goes through `datasets.load_dataset`; a local data directory stands in for a hub name."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"question": "one"}\n{"question": ""}\n{"question": "two"}\n')
+    docs, skips = read_all(make_reader(str(folder), "question", fmt="hf"))
+    assert [d.text for d in docs] == ["one", "two"] and skips == {"skip/empty": 1}

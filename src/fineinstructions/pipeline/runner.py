@@ -129,9 +129,9 @@ def run_stage(
         writer = ShardWriter(str(out), schema, output_filename="${_shard}")
         logger.enable("datatrove.pipeline.writers")
         _executor(opts, [dedup_reader, dedup_step, writer], out / "logs" / "dedup", 1).run()
-        for name in (Path(f).name for f in map_files):  # one final shard per map shard, even when all were dups
-            if not (out / name).exists():
-                pq.write_table(schema.empty_table(), out / name)
+        for shard in (out / Path(f).name for f in map_files):  # one final shard per map shard, even if all were dups
+            if not shard.exists():
+                pq.write_table(schema.empty_table(), shard)
     summary = collect_summary(name, out, wall_time=time.time() - start)
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
     return summary
