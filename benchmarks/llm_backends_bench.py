@@ -15,6 +15,7 @@ cache of the shared few-shot prefix between consecutive prompts, as it would in 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -80,7 +81,8 @@ def bench_transformers(
         enc = tok(batch, return_tensors="pt", padding=True)
         with torch.inference_mode():
             out = model.generate(
-                **enc, max_new_tokens=n_new, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+                **enc, max_new_tokens=n_new, do_sample=False,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
             )
         new = out[:, enc["input_ids"].shape[1] :]
         texts, n_completion = [], 0
@@ -129,7 +131,8 @@ def bench_llamacpp(prompts: list[str], max_tokens: int, threads: int, repeats: i
         raise SystemExit(f"llama.cpp failed: {errors[:3]}")
     c_tok, p_tok = sum(o.completion_tokens for o in outs), sum(o.prompt_tokens for o in outs)
     versions = {"llama_cpp": llama_cpp.__version__, "weights": "Q4_1"}
-    return [_row("llamacpp", 1, load_s, walls, cpus, c_tok, p_tok, [o.text for o in outs], max_tokens, threads, versions)]
+    texts = [o.text for o in outs]
+    return [_row("llamacpp", 1, load_s, walls, cpus, c_tok, p_tok, texts, max_tokens, threads, versions)]
 
 
 def _timed(fn: Callable[[], T], repeats: int) -> tuple[T, list[float], list[float]]:
@@ -171,6 +174,8 @@ def _row(
         "cpu_count": os.cpu_count(),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),  # > threads means other work shared the cores
         "sample_outputs": [t.strip()[:80] for t in texts[:3]],
+        "outputs_sha256": hashlib.sha256(json.dumps([t.strip() for t in texts]).encode()).hexdigest()[:16],
+        "outputs_stripped": [t.strip() for t in texts],  # to compare backends request by request
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,20 @@ class LLMBackend(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def file_digest(path: str | os.PathLike[str], length: int = 12) -> str:
+    """Cheap, stable identity of a (possibly multi-GB) weights file: its size plus a hash of its first and last
+    MiB (GGUF header and tensor table, and the tail of the last tensor). Tells quantisations and revisions apart
+    for cache keys while reading 2 MiB."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 1 << 20:
+            f.seek(max(size - (1 << 20), 1 << 20))
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:length]
 
 
 def fingerprint(*parts: Any, length: int = 16) -> str:

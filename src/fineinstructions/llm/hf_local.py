@@ -7,13 +7,12 @@ batch 8 decodes ~3x more tokens/s than one request at a time.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from fineinstructions.llm.base import Completion, LLMBackend, Request, SamplingParams
+from fineinstructions.llm.base import Completion, LLMBackend, Request, SamplingParams, file_digest
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -35,16 +34,6 @@ def default_model_path() -> str:
     return str(path)
 
 
-def _file_digest(path: Path) -> str:
-    """Cheap, stable identity of a big weights file: size + hash of its first and last MiB."""
-    h = hashlib.sha256(str(path.stat().st_size).encode())
-    with path.open("rb") as f:
-        h.update(f.read(1 << 20))
-        f.seek(max(0, path.stat().st_size - (1 << 20)))
-        h.update(f.read())
-    return h.hexdigest()[:12]
-
-
 def resolve_model(model: str | None, revision: str | None = None) -> tuple[str, str | None, str]:
     """(name_or_dir, gguf_file, model_id) for a hub name, a local dir or a .gguf path."""
     model = model or default_model_path()
@@ -52,12 +41,12 @@ def resolve_model(model: str | None, revision: str | None = None) -> tuple[str, 
     if model.endswith(".gguf"):
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {model}")
-        return str(path.parent), path.name, f"gguf:{path.name}:{_file_digest(path)}"
+        return str(path.parent), path.name, f"gguf:{path.name}:{file_digest(path)}"
     if path.is_dir():
         config = path / "config.json"
         if not config.is_file():
             raise FileNotFoundError(f"{model} is a directory without config.json: not a Hugging Face model directory")
-        return str(path), None, f"hf-dir:{path.name}:{_file_digest(config)}"
+        return str(path), None, f"hf-dir:{path.name}:{file_digest(config)}"
     if path.exists() or model.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model path not found: {model} (give a hub name, a model directory or a .gguf file)")
     return model, None, f"hf:{model}@{revision or 'main'}"

@@ -8,35 +8,16 @@ and CMake. The import therefore happens lazily, and the error says how to get it
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from fineinstructions.llm.base import Completion, LLMBackend, Request
+from fineinstructions.llm.base import Completion, LLMBackend, Request, file_digest
 
 _INSTALL_HINT = (
     "llama.cpp backend needs the optional extra: pip install 'fineinstructions[llamacpp]' "
     "(builds llama-cpp-python from source, ~10 min)"
 )
-_MIB = 1 << 20
-
-
-def gguf_fingerprint(path: str | os.PathLike[str], length: int = 12) -> str:
-    """Short stable hash of a (possibly multi-GB) GGUF without reading all of it.
-
-    The header (metadata, tensor table) lives in the first MiB and the tail of the last tensor in the last MiB;
-    together with the exact byte size that tells apart different quantisations and revisions of a model for
-    cache-key purposes at the cost of reading 2 MiB.
-    """
-    size = os.path.getsize(path)
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(_MIB))
-        if size > _MIB:
-            f.seek(max(size - _MIB, _MIB))
-            h.update(f.read(_MIB))
-    return h.hexdigest()[:length]
 
 
 class LlamaCppBackend(LLMBackend):
@@ -73,7 +54,7 @@ class LlamaCppBackend(LLMBackend):
         if seed is not None:
             kwargs["seed"] = seed
         self._llm: Any = llama_cpp.Llama(**kwargs)
-        self.model_id = f"llamacpp:{os.path.basename(model_path)}:{gguf_fingerprint(model_path)}"
+        self.model_id = f"llamacpp:{os.path.basename(model_path)}:{file_digest(model_path)}"
 
     def _call(self, req: Request) -> Completion:
         if self._llm is None:
