@@ -32,8 +32,14 @@ def smollm():
     backend.close()
 
 
-def real_queries(n: int) -> list[dict]:
-    """n real queries: from ../shared/data when present (mixed sources), else the bundled hand-written sample."""
+@pytest.fixture
+def real_queries():
+    """`real_queries(n)`: n real queries from ../shared/data when present (mixed sources), else the bundled
+    hand-written sample, so the test runs in a fresh clone too."""
+    return _real_queries
+
+
+def _real_queries(n: int) -> list[dict]:
     if SHARED_QUERIES.is_dir():
         per_file = [[json.loads(line) for line in p.open(encoding="utf-8")][:n] for p in sorted(SHARED_QUERIES.glob("*.jsonl"))]
         mixed = [rows[i] for i in range(n) for rows in per_file if i < len(rows)]

@@ -25,8 +25,6 @@ from fineinstructions.templates import validate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
 from openai_stub_server import StubServer  # noqa: E402
 
-from conftest import real_queries  # noqa: E402
-
 
 def table(folder, sub=""):
     return [r for p in sorted((Path(folder) / sub).glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
@@ -175,7 +173,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path, stub):
 
 
 @pytest.mark.slow
-def test_real_run_with_the_embedded_model(tmp_path):
+def test_real_run_with_the_embedded_model(tmp_path, real_queries):
     rows = real_queries(8)
     qdir = make_queries(tmp_path, [r["query"] for r in rows])
     cfg = TemplatizeConfig(input=qdir, output=str(tmp_path / "t"), best_of=2, progress=False,
