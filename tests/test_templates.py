@@ -1,4 +1,4 @@
-from fineinstructions.templates import alignment, fixed_text, num_slots, slots, tag_problem, validate
+from fineinstructions.templates import alignment, fixed_text, num_slots, replaced_spans, slots, tag_problem, validate
 
 Q = "when was the last time anyone was on the moon"
 
@@ -56,3 +56,10 @@ def test_slot_described_by_the_replaced_words_is_not_generic():
     q = "who is the girl that played darlene in roseanne"
     assert validate("who is the girl that played <fi>darlene</fi> in <fi>TV show</fi>", q) == "slot_not_generic"
     assert validate("who is the girl that played <fi>character</fi> in <fi>TV show</fi>", q) is None
+    # a type word that happens to occur inside the replaced span is a fine description
+    assert validate("who played the villain in <fi>movie</fi>", "who played the villain in the first die hard movie") is None
+
+
+def test_replaced_spans():
+    assert replaced_spans("who is the girl that played <fi>darlene</fi> in <fi>TV show</fi>",
+                          "who is the girl that played darlene in roseanne") == [("darlene", "darlene"), ("TV show", "roseanne")]

@@ -83,14 +83,28 @@ def alignment(template: str, query: str) -> Alignment:
     return Alignment(matched / len(fixed), matched / len(query_words), len(fixed))
 
 
+def replaced_spans(template: str, query: str) -> list[tuple[str, str]]:
+    """(slot description, the query words it stands in for) for each slot, from the word alignment."""
+    descriptions = slots(template)
+    marks = [f"fislot{i}marker" for i in range(len(descriptions))]  # one word each, never a query word
+    it = iter(marks)
+    tokens = _words(SLOT.sub(lambda m: f" {next(it)} ", template))
+    query_words = _words(query)
+    spans = {}
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, tokens, query_words, autojunk=False).get_opcodes():
+        inside = [t for t in tokens[i1:i2] if t in marks]
+        if op != "equal" and len(inside) == 1:
+            spans[inside[0]] = " ".join(query_words[j1:j2])
+    return [(desc, spans.get(mark, "")) for desc, mark in zip(descriptions, marks)]
+
+
 def validate(template: str, query: str, min_alignment: float = 0.7) -> str | None:
     """Reason the template is unusable for this query, or None if it passes every check."""
     if problem := tag_problem(template):
         return problem
     if dedup_key(SLOT.sub(lambda m: m.group(1), template)) == dedup_key(query):
         return "same_as_query"  # the slots only wrap the query's own words: nothing was genericised
-    query_key = f" {dedup_key(query)} "
-    if any(f" {dedup_key(s)} " in query_key for s in slots(template)):
+    if any(dedup_key(desc) == span for desc, span in replaced_spans(template, query)):
         return "slot_not_generic"  # a slot "described" by the very words it replaced, e.g. <fi>darlene</fi>
     align = alignment(template, query)
     if align.fixed_words == 0:
