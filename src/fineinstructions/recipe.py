@@ -8,7 +8,6 @@ stage's output folder; only the first stage needs `input`.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -68,9 +67,7 @@ def run(config: dict[str, Any], output: str, overrides: dict[str, Any] | None = 
         echo: Callable[[str], None] = print) -> list[StageSummary]:
     summaries = []
     for spec, cfg in stage_configs(config, output, overrides):
-        start = time.time()
         summary = spec.run(cfg)
-        summary.wall_time = time.time() - start
         echo(summary.render())
         summaries.append(summary)
     return summaries

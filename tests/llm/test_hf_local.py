@@ -56,3 +56,19 @@ def test_sampling_is_seeded(smollm):
     a = smollm.generate([Request.completion("Once upon a time", p)])[0].text
     b = smollm.generate([Request.completion("Once upon a time", p)])[0].text
     assert a == b
+
+
+@pytest.mark.slow
+def test_gguf_is_dequantised_once_then_loaded_from_the_converted_copy(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("FINEINSTRUCTIONS_HOME", str(tmp_path / "home"))
+    request = Request.completion("The capital of France is", SamplingParams(max_tokens=8))
+    first = TransformersBackend()
+    converted = list((tmp_path / "home" / "models").glob("gguf-SmolLM2-135M-Instruct*"))
+    assert len(converted) == 1 and (converted[0] / "model.safetensors").is_file()
+    start = time.time()
+    second = TransformersBackend()
+    assert time.time() - start < 10  # vs ~20 s de-quantising the GGUF
+    assert second.model_id == first.model_id  # same weights, same cache keys
+    assert second.generate([request])[0].text == first.generate([request])[0].text

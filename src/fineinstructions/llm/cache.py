@@ -17,11 +17,16 @@ from pathlib import Path
 from fineinstructions.llm.base import Completion, LLMBackend, Request, fingerprint
 
 
+def cache_home() -> Path:
+    """Root of everything we cache on disk ($FINEINSTRUCTIONS_HOME, default ~/.cache/fineinstructions)."""
+    return Path(os.environ.get("FINEINSTRUCTIONS_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fineinstructions"))
+
+
 def default_cache_path() -> Path:
-    root = os.environ.get("FINEINSTRUCTIONS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fineinstructions"
-    )
-    return Path(root) / "llm_cache.sqlite"
+    """The request cache: a folder given by $FINEINSTRUCTIONS_CACHE, else under `cache_home()`."""
+    root = os.environ.get("FINEINSTRUCTIONS_CACHE")
+    return (Path(root) if root else cache_home()) / "llm_cache.sqlite"
 
 
 def cache_key(model_id: str, request: Request) -> str:
