@@ -109,7 +109,7 @@ def run_stage(
 ) -> StageSummary:
     """Run `reader → step → shards` on `opts.tasks` tasks, then the optional dedup phase; return the summary.
 
-    `dedup(map_dir, map_files)` builds the keep-first dedup step over the map phase's shards.
+    `dedup(output_dir, map_files)` builds the keep-first dedup step over the map phase's shards.
     """
     if not opts.output:
         raise UserError(f"stage {name} needs --output DIR")
@@ -117,7 +117,13 @@ def run_stage(
     _check_settings(out, settings, opts.overwrite)
     start = time.time()
     map_dir = out / "_map" if dedup else out
-    _executor(opts, [reader, step, ShardWriter(str(map_dir), schema)], out / "logs" / "map", opts.tasks).run()
+    mapper = _executor(opts, [reader, step, ShardWriter(str(map_dir), schema)], out / "logs" / "map", opts.tasks)
+    mapper.run()
+    if missing := mapper.get_incomplete_ranks():
+        raise UserError(
+            f"stage {name}: {len(missing)} of {opts.tasks} tasks did not finish (see {out}/logs/map/logs/); "
+            "rerun the same command to resume"
+        )
     if dedup:
         map_files = sorted(str(p) for p in map_dir.glob("part-*.parquet"))
         dedup_step = dedup(str(out), map_files)

@@ -25,7 +25,7 @@ from fineinstructions.pipeline.runner import StageOptions, run_stage
 from fineinstructions.pipeline.step import Outcome, StageStep
 from fineinstructions.pipeline.summary import StageSummary
 from fineinstructions.prompts import PromptFormat, load_format
-from fineinstructions.templates import alignment, num_slots, validate
+from fineinstructions.templates import ANY_TAG, alignment, num_slots, validate
 from fineinstructions.text import dedup_key, normalize_whitespace, stable_hash
 
 
@@ -115,6 +115,8 @@ class Templatizer(StageStep):
             return fields, reason
         if not isinstance(description, str) or not description.strip():
             return fields, "missing_description"
+        if ANY_TAG.search(description):
+            return {**fields, "compatible_document_description": description}, "tag_in_description"
         return {**fields, "compatible_document_description": normalize_whitespace(description)}, None
 
     def pick(self, row: dict, candidates: list[Completion]) -> Outcome:
