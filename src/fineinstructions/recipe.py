@@ -1,8 +1,8 @@
 """The whole recipe as one configured run: stages in paper order, each in `DIR/<stage>/`, each resumable.
 
 A run config is YAML with one section per stage (keys = that stage's flags) plus shared keys at the top level
-(`llm:`, `tasks:`, `workers:`, ...) that apply to every stage that has them. Each stage's input is the previous
-stage's output folder; only the first stage needs `input`.
+(`llm:`, `tasks:`, `workers:`, ...) that apply to every stage that has them. Each stage reads the output folders of
+the stages it builds on (`StageSpec.links`); only `queries` (queries) and `match` (documents) need an `input`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from fineinstructions.config import build, merge
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.stages import queries, templatize
+from fineinstructions.stages import index, match, queries, templatize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,13 +25,22 @@ class StageSpec:
     config: type
     run: Callable[[Any], StageSummary]
     help: str
+    #: config field -> earlier stage whose output folder fills it in a run
+    links: tuple[tuple[str, str], ...] = ()
 
 
 STAGES: list[StageSpec] = [
     StageSpec("queries", queries.QueriesConfig, queries.run,
               "real user queries (jsonl/parquet/csv/HF) → clean, deduplicated queries"),
     StageSpec("templatize", templatize.TemplatizeConfig, templatize.run,
-              "queries → <fi>-slotted instruction templates + compatible document descriptions"),
+              "queries → <fi>-slotted instruction templates + compatible document descriptions",
+              (("input", "queries"),)),
+    StageSpec("index", index.IndexConfig, index.run,
+              "templates → FAISS index of their compatible document descriptions",
+              (("input", "templatize"),)),
+    StageSpec("match", match.MatchConfig, match.run,
+              "documents → N templates each (Gaussian-pooled embeddings, threshold, slot-balanced sampling)",
+              (("index", "index"),)),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -48,7 +57,7 @@ def stage_configs(config: dict[str, Any], output: str, overrides: dict[str, Any]
     stray = sorted(set(shared) - every_field)
     if stray:
         raise UserError(f"unknown top-level key(s) in run config: {', '.join(stray)}")
-    resolved, previous = [], None
+    resolved = []
     for spec in STAGES:
         if spec.name not in names:
             continue
@@ -56,10 +65,9 @@ def stage_configs(config: dict[str, Any], output: str, overrides: dict[str, Any]
         values = merge({k: v for k, v in shared.items() if k in fields}, config.get(spec.name) or {})
         values = merge(values, {k: v for k, v in overrides.items() if k in fields})
         values["output"] = str(Path(output) / spec.name)
-        if previous is not None:
-            values.setdefault("input", previous)
+        for field, source in spec.links:
+            values.setdefault(field, str(Path(output) / source))
         resolved.append((spec, build(spec.config, values, where=f"run config [{spec.name}]")))
-        previous = values["output"]
     return resolved
 
 

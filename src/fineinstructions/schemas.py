@@ -3,6 +3,8 @@
 queries/     query_id, source, query
 templatize/  template_id, query_id, source, query, template, compatible_document_description, num_slots,
              alignment, model_id, prompt_fingerprint
+index/       template_id, num_slots (the bank) + index.faiss, ids.parquet, meta.json
+match/       document_id, template_id, chunk, score, rank
 rejects/     the stage's input columns (as far as known) + reason (+ raw_output for LLM stages)
 """
 
@@ -44,5 +46,37 @@ TEMPLATES_REJECTS = pa.schema(
         ("reason", pa.string()),
         ("model_id", pa.string()),
         ("prompt_fingerprint", pa.string()),
+    ]
+)
+
+EMBEDDINGS = pa.schema(
+    [
+        ("template_id", pa.string()),
+        ("num_slots", pa.int32()),
+        ("embedding", pa.list_(pa.float32())),  # unit vector of the compatible document description
+        ("embedder", pa.string()),  # weights fingerprint of the embedder
+    ]
+)
+
+INDEX_BANK = pa.schema([("template_id", pa.string()), ("num_slots", pa.int32())])
+
+INDEX_REJECTS = pa.schema([("template_id", pa.string()), ("compatible_document_description", pa.string()),
+                           ("reason", pa.string())])
+
+MATCHES = pa.schema(
+    [
+        ("document_id", pa.string()),
+        ("template_id", pa.string()),
+        ("chunk", pa.int32()),  # 0 = the global vector, 1..K = the Gaussian-pooled local vector that found it
+        ("score", pa.float32()),  # cosine between that document vector and the template description
+        ("rank", pa.int32()),  # draw order within the document, 1 first
+    ]
+)
+
+MATCH_REJECTS = pa.schema(
+    [
+        ("document_id", pa.string()),
+        ("reason", pa.string()),  # empty | no_candidates
+        ("best_score", pa.float32()),  # the best cosine seen, so a threshold can be judged
     ]
 )

@@ -106,17 +106,20 @@ def run_stage(
     step: StageStep,
     schema: pa.Schema,
     dedup: Callable[[str, list[str]], StageStep] | None = None,
+    finalize: tuple[str, Callable[[Path, list[str]], list]] | None = None,
 ) -> StageSummary:
-    """Run `reader → step → shards` on `opts.tasks` tasks, then the optional dedup phase; return the summary.
+    """Run `reader → step → shards` on `opts.tasks` tasks, then an optional single-task phase; return the summary.
 
-    `dedup(output_dir, map_files)` builds the keep-first dedup step over the map phase's shards.
+    `dedup(output_dir, map_files)` builds the keep-first dedup step over the map phase's shards (output keeps
+    their layout). `finalize = (phase name, build(map_dir, map_files) -> pipeline)` is the general form, for
+    work that needs every shard at once (e.g. training and filling a FAISS index).
     """
     if not opts.output:
         raise UserError(f"stage {name} needs --output DIR")
     out = Path(opts.output)
     _check_settings(out, settings, opts.overwrite)
     start = time.time()
-    map_dir = out / "_map" if dedup else out
+    map_dir = out / "_map" if (dedup or finalize) else out
     mapper = _executor(opts, [reader, step, ShardWriter(str(map_dir), schema)], out / "logs" / "map", opts.tasks)
     mapper.run()
     if missing := mapper.get_incomplete_ranks():
@@ -138,6 +141,10 @@ def run_stage(
         for shard in (out / Path(f).name for f in map_files):  # one final shard per map shard, even if all were dups
             if not shard.exists():
                 pq.write_table(schema.empty_table(), shard)
+    if finalize:
+        phase, build = finalize
+        map_files = sorted(str(p) for p in map_dir.glob("part-*.parquet"))
+        _executor(opts, build(map_dir, map_files), out / "logs" / phase, 1).run()
     summary = collect_summary(name, out, wall_time=time.time() - start)
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
     return summary

@@ -38,6 +38,10 @@ class ShardWriter(ParquetWriter):
         )
         self._opened: set[str] = set()
 
+    def _get_output_filename(self, document: Document, rank: int | str = 0, **kwargs) -> str:
+        # datatrove lets row fields override ${rank}; a row with a `rank` column (match) must not pick the file
+        return self.output_filename.substitute({**document.metadata, **kwargs, "rank": str(rank).zfill(5)})
+
     def _write(self, document: dict, file_handler, filename: str):
         self._opened.add(filename)
         super()._write({name: document.get(name) for name in self.schema.names}, file_handler, filename)

@@ -1,0 +1,145 @@
+"""Stage `match`: documents → the templates they can answer (paper §2).
+
+Each document is embedded as 1 global + K Gaussian-pooled local vectors (`embed.py`); every vector searches the
+template index; templates whose cosine clears the threshold are candidates (a template found by several vectors
+keeps its best score and the chunk that gave it); N distinct templates are drawn per document so that the slot
+counts follow a target distribution (`sampling.py`). A document with no candidate is recorded in `rejects/` with
+its best score -- never dropped silently. Draws are seeded per document id, so results don't depend on sharding.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from fineinstructions import schemas
+from fineinstructions.config import option
+from fineinstructions.errors import UserError
+from fineinstructions.pipeline.readers import check_columns, detect_format, make_reader
+from fineinstructions.pipeline.runner import StageOptions, run_stage
+from fineinstructions.pipeline.step import Outcome, StageStep
+from fineinstructions.pipeline.summary import StageSummary
+from fineinstructions.sampling import Candidate, draw, slot_distribution
+
+#: default cosine threshold for the default embedder (all-MiniLM-L6-v2), measured on the shared documents and
+#: real-query templates (see README, "Choosing the threshold"); the paper's 0.865 is for its fine-tuned BGE-M3
+DEFAULT_THRESHOLD = 0.35
+
+
+@dataclass
+class MatchConfig(StageOptions):
+    index: str | None = option(None, "output folder of the index stage")
+    format: str | None = option(None, "document input format (default: from the file extension)",
+                                ("jsonl", "parquet", "csv", "hf"))
+    text_column: str = option("text", "column holding the document text")
+    id_column: str = option("id", "column holding the document id")
+    limit: int = option(-1, "read at most this many documents per task (-1: all)")
+    hf_split: str = option("train", "split to read when the input is a Hugging Face dataset")
+    threshold: float = option(DEFAULT_THRESHOLD, "min cosine for a template to be a candidate (paper: 0.865 for its "
+                                                 "fine-tuned BGE-M3 embedder)")
+    templates_per_document: int = option(6, "templates drawn per document")
+    neighbours: int = option(32, "nearest templates fetched per document vector before thresholding")
+    k: int = option(5, "Gaussian-pooled local vectors per document")
+    sigma: float = option(0.05, "width of each local Gaussian, as a fraction of the document length")
+    target_slots: str | None = option(
+        None, "target num_slots distribution: a templatize output folder (templates of real queries) or "
+              "'1:0.5,2:0.3,3:0.2'; default: the distribution of the indexed template bank")
+    seed: int = option(0, "seed of the weighted draws (combined with each document id)")
+    batch_size: int = option(8, "documents embedded per batch")
+
+
+def parse_target(spec: str | None, bank: Path) -> dict[int, float]:
+    """A slot-count distribution from a folder of templates, an inline spec, or the index's own bank."""
+    if spec and ":" in spec and not Path(spec).exists():
+        try:
+            pairs = [item.split(":") for item in spec.split(",")]
+            weights = {int(k): float(v) for k, v in pairs}
+        except ValueError as e:
+            raise UserError(f"--target-slots {spec!r}: expected 'SLOTS:WEIGHT,...' such as '1:0.5,2:0.3'") from e
+        total = sum(weights.values())
+        if total <= 0:
+            raise UserError(f"--target-slots {spec!r}: weights must add up to more than 0")
+        return {k: v / total for k, v in weights.items()}
+    folder = Path(spec) if spec else bank
+    files = sorted(folder.glob("part-*.parquet"))
+    if not files:
+        raise UserError(f"no part-*.parquet with a num_slots column in {folder} (--target-slots)")
+    return slot_distribution(n for f in files for n in pq.read_table(f, columns=["num_slots"]).column(0).to_pylist())
+
+
+class Matcher(StageStep):
+    name = "🎯 Match"
+    id_column, text_column = "document_id", "text"
+    reject_schema = schemas.MATCH_REJECTS
+
+    def __init__(self, cfg: MatchConfig, meta: dict, target: dict[int, float], **kw):
+        super().__init__(cfg.output, **kw)
+        self.cfg, self.meta, self.target, self.batch_size = cfg, meta, target, cfg.batch_size
+
+    def setup(self, rank: int) -> None:
+        from fineinstructions import faiss_index
+        from fineinstructions.stages.index import load_embedder
+
+        self.embedder = load_embedder(self.meta.get("embedder_name"), self.meta.get("embedder_revision"))
+        self.embedder = self.embedder.with_pooling(k=self.cfg.k, sigma=self.cfg.sigma)
+        index_dir = Path(self.cfg.index)
+        self.index, ids, _ = faiss_index.load_index(index_dir, expected_fingerprint=self.embedder.weights_fingerprint)
+        slots = {r["template_id"]: r["num_slots"] for r in pq.read_table(index_dir / "part-00000.parquet").to_pylist()}
+        self.templates = [(tid, int(slots.get(tid, 0))) for tid in ids]
+
+    def teardown(self) -> None:
+        self.index = self.embedder = None
+
+    def process(self, rows: list[dict]) -> Iterable[Outcome]:
+        from fineinstructions import faiss_index
+
+        vectors = self.embedder.embed_documents([r["text"] for r in rows])
+        empty = set(self.embedder.last_stats.empty)
+        scores, idx = faiss_index.search(self.index, vectors.reshape(-1, vectors.shape[-1]), self.cfg.neighbours)
+        scores, idx = scores.reshape(len(rows), -1), idx.reshape(len(rows), -1)
+        for d, row in enumerate(rows):
+            doc_id = str(row["document_id"])
+            if d in empty:
+                yield {"document_id": doc_id, "reason": "empty", "best_score": None}, "empty"
+                continue
+            best: dict[int, Candidate] = {}
+            for j, (score, t) in enumerate(zip(scores[d], idx[d])):
+                if t < 0 or score < self.cfg.threshold:
+                    continue
+                if t not in best or score > best[t].score:
+                    tid, slots = self.templates[t]
+                    best[t] = Candidate(tid, slots, float(score), j // self.cfg.neighbours)
+            self.stat_update("candidates", value=len(best))
+            if not best:
+                top = float(np.max(scores[d])) if scores[d].size else None
+                yield {"document_id": doc_id, "reason": "no_candidates", "best_score": top}, "no_candidates"
+                continue
+            rng = random.Random(f"{self.cfg.seed}:{doc_id}")
+            for rank, c in enumerate(draw(list(best.values()), self.cfg.templates_per_document, self.target, rng), 1):
+                yield {"document_id": doc_id, "template_id": c.template_id, "chunk": c.chunk, "score": c.score,
+                       "rank": rank}, None
+
+
+def run(cfg: MatchConfig) -> StageSummary:
+    if not cfg.input:
+        raise UserError("stage match needs --input (documents: jsonl/parquet/csv file or folder, or an HF dataset)")
+    if not cfg.index:
+        raise UserError("stage match needs --index (the output folder of the index stage)")
+    meta_path = Path(cfg.index) / "meta.json"
+    if not meta_path.is_file():
+        raise UserError(f"no index in {cfg.index} (meta.json missing): build it with `fineinstructions index`")
+    meta = json.loads(meta_path.read_text())
+    fmt = detect_format(cfg.input, cfg.format)
+    check_columns(cfg.input, {"text-column": cfg.text_column, "id-column": cfg.id_column}, fmt)
+    target = parse_target(cfg.target_slots, Path(cfg.index))
+    reader = make_reader(cfg.input, cfg.text_column, cfg.id_column, fmt, cfg.limit, cfg.hf_split)
+    step = Matcher(cfg, meta, target, progress=cfg.progress)
+    settings = {"stage": "match", **{k: v for k, v in vars(cfg).items() if k not in ("progress", "overwrite", "workers")},
+                "index_fingerprint": meta.get("embedder_fingerprint"), "index_count": meta.get("count")}
+    return run_stage("match", cfg, settings, reader, step, schemas.MATCHES)
