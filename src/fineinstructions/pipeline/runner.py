@@ -56,6 +56,7 @@ class StageOptions:
 def _check_settings(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Completion markers are only valid for the settings that produced them."""
     marker = out / "stage.json"
+    settings = json.loads(json.dumps(settings, default=str))  # compare as stored (tuples → lists, objects → str)
     if marker.is_file():
         previous = json.loads(marker.read_text())
         if previous != settings:
@@ -98,26 +99,32 @@ def _executor(opts: StageOptions, pipeline: list, logging_dir: Path, tasks: int)
     return QuietLocalExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
 
 
+#: options that change how a stage runs, not what it produces: a rerun may change them freely
+RUN_ONLY = ("progress", "overwrite", "workers")
+
+
 def run_stage(
     name: str,
     opts: StageOptions,
-    settings: dict[str, Any],
     reader: PipelineStep,
     step: StageStep,
     schema: pa.Schema,
     dedup: Callable[[str, list[str]], StageStep] | None = None,
     finalize: tuple[str, Callable[[Path, list[str]], list]] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> StageSummary:
     """Run `reader → step → shards` on `opts.tasks` tasks, then an optional single-task phase; return the summary.
 
     `dedup(output_dir, map_files)` builds the keep-first dedup step over the map phase's shards (output keeps
     their layout). `finalize = (phase name, build(map_dir, map_files) -> pipeline)` is the general form, for
-    work that needs every shard at once (e.g. training and filling a FAISS index).
+    work that needs every shard at once (e.g. training and filling a FAISS index). `settings` adds to, or
+    replaces, the config fields recorded in `stage.json` (e.g. a prompt fingerprint).
     """
     if not opts.output:
         raise UserError(f"stage {name} needs --output DIR")
     out = Path(opts.output)
-    _check_settings(out, settings, opts.overwrite)
+    recorded = {"stage": name, **{k: v for k, v in vars(opts).items() if k not in RUN_ONLY}, **(settings or {})}
+    _check_settings(out, recorded, opts.overwrite)
     start = time.time()
     map_dir = out / "_map" if (dedup or finalize) else out
     mapper = _executor(opts, [reader, step, ShardWriter(str(map_dir), schema)], out / "logs" / "map", opts.tasks)

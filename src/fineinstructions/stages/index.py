@@ -125,6 +125,5 @@ def run(cfg: IndexConfig) -> StageSummary:
     reader = StrictParquetReader(cfg.input, glob_pattern="part-*.parquet", text_key="compatible_document_description",
                                  id_key="template_id")
     step = DescriptionEmbedder(cfg, input_files=files, progress=cfg.progress)
-    settings = {"stage": "index", **{k: v for k, v in vars(cfg).items() if k not in ("progress", "overwrite", "workers")}}
-    return run_stage("index", cfg, settings, reader, step, schemas.EMBEDDINGS,
+    return run_stage("index", cfg, reader, step, schemas.EMBEDDINGS,
                      finalize=("build", lambda map_dir, map_files: [IndexBuilder(cfg, map_files)]))

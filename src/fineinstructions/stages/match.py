@@ -140,6 +140,5 @@ def run(cfg: MatchConfig) -> StageSummary:
     target = parse_target(cfg.target_slots, Path(cfg.index))
     reader = make_reader(cfg.input, cfg.text_column, cfg.id_column, fmt, cfg.limit, cfg.hf_split)
     step = Matcher(cfg, meta, target, progress=cfg.progress)
-    settings = {"stage": "match", **{k: v for k, v in vars(cfg).items() if k not in ("progress", "overwrite", "workers")},
-                "index_fingerprint": meta.get("embedder_fingerprint"), "index_count": meta.get("count")}
-    return run_stage("match", cfg, settings, reader, step, schemas.MATCHES)
+    settings = {"index_fingerprint": meta.get("embedder_fingerprint"), "index_count": meta.get("count")}
+    return run_stage("match", cfg, reader, step, schemas.MATCHES, settings=settings)

@@ -83,5 +83,4 @@ def run(cfg: QueriesConfig) -> StageSummary:
         keys = [("duplicate_exact", _exact), ("duplicate_normalized", _normalised)]
         return DedupStep(out, files, keys, "query_id", "query", schemas.QUERIES_REJECTS, progress=cfg.progress)
 
-    settings = {"stage": "queries", **{k: v for k, v in vars(cfg).items() if k not in ("progress", "overwrite", "workers")}}
-    return run_stage("queries", cfg, settings, reader, step, schemas.QUERIES, dedup=dedup)
+    return run_stage("queries", cfg, reader, step, schemas.QUERIES, dedup=dedup)

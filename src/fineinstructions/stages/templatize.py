@@ -149,9 +149,7 @@ def run(cfg: TemplatizeConfig) -> StageSummary:
     preflight(cfg.llm)
     reader = StrictParquetReader(cfg.input, glob_pattern="part-*.parquet", text_key="query", id_key="query_id")
     step = Templatizer(cfg, input_files=files, progress=cfg.progress)
-    settings = {
-        "stage": "templatize",
-        **{k: v for k, v in vars(cfg).items() if k not in ("progress", "overwrite", "workers", "llm")},
+    settings = {  # the llm settings that change answers (not timeouts or thread counts), and the prompt
         "llm": {k: v for k, v in vars(cfg.llm).items() if k not in ("concurrency", "timeout", "cache_path", "num_threads")},
         "prompt_fingerprint": step.prompt_fingerprint,
     }
@@ -160,4 +158,4 @@ def run(cfg: TemplatizeConfig) -> StageSummary:
         return DedupStep(out, map_files, [("duplicate_template", _template_key)], "template_id", "template",
                          schemas.TEMPLATES_REJECTS, progress=cfg.progress)
 
-    return run_stage("templatize", cfg, settings, reader, step, schemas.TEMPLATES, dedup=dedup)
+    return run_stage("templatize", cfg, reader, step, schemas.TEMPLATES, dedup=dedup, settings=settings)
