@@ -74,6 +74,8 @@ def test_run_config_writes_one_directory_per_stage(tmp_path):
 
 def test_demo_config_resolves_to_the_bundled_sample(tmp_path):
     stages = stage_configs(demo_config(), str(tmp_path))
-    (q_spec, q_cfg), (t_spec, t_cfg) = stages
+    assert [spec.name for spec, _ in stages] == ["queries", "templatize", "index", "match"]
+    (_, q_cfg), (_, t_cfg), (_, i_cfg), (_, m_cfg) = stages
     assert Path(q_cfg.input).is_file() and q_cfg.output == str(tmp_path / "queries")
     assert t_cfg.input == q_cfg.output and t_cfg.llm.backend == "transformers" and t_cfg.best_of >= 1
+    assert i_cfg.input == t_cfg.output and m_cfg.index == i_cfg.output and Path(m_cfg.input).is_file()

@@ -88,4 +88,6 @@ def demo_config() -> dict[str, Any]:
     data = resources.files("fineinstructions.data")
     config = yaml.safe_load((data / "demo.yaml").read_text(encoding="utf-8"))
     config.setdefault("queries", {})["input"] = str(data / "sample_queries.jsonl")
+    if "match" in config:
+        config["match"]["input"] = str(data / config["match"].get("input", "sample_documents.jsonl"))
     return config
