@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,15 @@ class StageOptions:
     workers: int = option(1, "tasks run at the same time on this machine (-1: all)")
     progress: bool = option(True, "show progress bars")
     overwrite: bool = option(False, "delete an existing output directory that was made with other settings")
+
+
+def stage_input(folder: str, text_key: str, id_key: str, produced_by: str) -> tuple[list[str], StrictParquetReader]:
+    """The shards of an earlier stage's output folder and a reader over them; a clear error when there are none."""
+    files = sorted(str(p) for p in Path(folder).glob("part-*.parquet"))
+    if not files:
+        raise UserError(f"no part-*.parquet shards in {folder}: run the {produced_by} stage first "
+                        f"(fineinstructions {produced_by})")
+    return files, StrictParquetReader(folder, glob_pattern="part-*.parquet", text_key=text_key, id_key=id_key)
 
 
 def _check_settings(out: Path, settings: dict[str, Any], overwrite: bool) -> None:

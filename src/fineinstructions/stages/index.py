@@ -20,8 +20,7 @@ from datatrove.pipeline.base import PipelineStep
 from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
-from fineinstructions.pipeline.readers import StrictParquetReader
-from fineinstructions.pipeline.runner import StageOptions, run_stage
+from fineinstructions.pipeline.runner import StageOptions, run_stage, stage_input
 from fineinstructions.pipeline.step import Outcome, StageStep
 from fineinstructions.pipeline.summary import StageSummary
 
@@ -119,11 +118,7 @@ class _Reiterable:
 def run(cfg: IndexConfig) -> StageSummary:
     if not cfg.input:
         raise UserError("stage index needs --input (the output folder of the templatize stage)")
-    files = sorted(str(p) for p in Path(cfg.input).glob("part-*.parquet"))
-    if not files:
-        raise UserError(f"no part-*.parquet shards in {cfg.input}: run the templatize stage first")
-    reader = StrictParquetReader(cfg.input, glob_pattern="part-*.parquet", text_key="compatible_document_description",
-                                 id_key="template_id")
+    files, reader = stage_input(cfg.input, "compatible_document_description", "template_id", "templatize")
     step = DescriptionEmbedder(cfg, input_files=files, progress=cfg.progress)
     return run_stage("index", cfg, reader, step, schemas.EMBEDDINGS,
                      finalize=("build", lambda map_dir, map_files: [IndexBuilder(cfg, map_files)]))

@@ -12,7 +12,6 @@ import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from fineinstructions import schemas
 from fineinstructions.config import option
@@ -20,8 +19,7 @@ from fineinstructions.errors import UserError
 from fineinstructions.llm import LLMConfig, fingerprint, make_backend, preflight
 from fineinstructions.llm.base import Completion
 from fineinstructions.pipeline.dedup import DedupStep
-from fineinstructions.pipeline.readers import StrictParquetReader
-from fineinstructions.pipeline.runner import StageOptions, run_stage
+from fineinstructions.pipeline.runner import StageOptions, run_stage, stage_input
 from fineinstructions.pipeline.step import Outcome, StageStep
 from fineinstructions.pipeline.summary import StageSummary
 from fineinstructions.prompts import PromptFormat, load_format
@@ -143,11 +141,8 @@ def run(cfg: TemplatizeConfig) -> StageSummary:
         raise UserError("stage templatize needs --input (the output folder of the queries stage)")
     if cfg.best_of < 1:
         raise UserError("--best-of must be at least 1")
-    files = sorted(str(p) for p in Path(cfg.input).glob("part-*.parquet"))
-    if not files:
-        raise UserError(f"no part-*.parquet shards in {cfg.input}: run the queries stage first (fineinstructions queries)")
+    files, reader = stage_input(cfg.input, "query", "query_id", "queries")
     preflight(cfg.llm)
-    reader = StrictParquetReader(cfg.input, glob_pattern="part-*.parquet", text_key="query", id_key="query_id")
     step = Templatizer(cfg, input_files=files, progress=cfg.progress)
     settings = {  # the llm settings that change answers (not timeouts or thread counts), and the prompt
         "llm": {k: v for k, v in vars(cfg.llm).items() if k not in ("concurrency", "timeout", "cache_path", "num_threads")},
