@@ -49,6 +49,8 @@ DEFAULT_K_FACTOR = 10
 DEFAULT_TARGET_RECALL = 0.95
 #: used when calibration is impossible (no sample) or asked off
 DEFAULT_NPROBE = 16
+#: training sample when the bank size is unknown; FAISS wants >= 39 points a list (k-means) and uses <= 256
+DEFAULT_TRAIN_SAMPLE = 262_144
 DEFAULT_BATCH_SIZE = 65_536
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
@@ -172,8 +174,15 @@ def _drop_ids(idx: np.ndarray, drop: np.ndarray | None, k: int) -> np.ndarray:
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of the true neighbours (ids >= 0 in ``truth``) present in ``found``; 1.0 when there are none."""
     hits = sum(len(np.intersect1d(f[f >= 0], t[t >= 0])) for f, t in zip(found, truth))
-    return hits / max(int((truth >= 0).sum()), 1)
+    total = int((truth >= 0).sum())
+    return hits / total if total else 1.0
+
+
+def _above(scores: np.ndarray, ids: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Exact neighbours below the cosine threshold do not count: the matching stage would drop them anyway."""
+    return ids if threshold is None else np.where(scores >= threshold, ids, -1)
 
 
 def is_ivf(index: faiss.Index) -> bool:
@@ -229,11 +238,11 @@ def _calibrate_nprobe(index: faiss.Index, queries: np.ndarray, rows: np.ndarray,
 
 
 def build_index(vectors: np.ndarray | Iterable[np.ndarray], factory: str | None = None,
-                metric: int = faiss.METRIC_INNER_PRODUCT, train_sample: int = 200_000,
+                metric: int = faiss.METRIC_INNER_PRODUCT, train_sample: int | None = None,
                 batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0, *, n_vectors: int | None = None,
                 nprobe: int | None = None, k_factor: int = DEFAULT_K_FACTOR,
                 target_recall: float = DEFAULT_TARGET_RECALL, calibration_queries: int = 256,
-                report: dict | None = None) -> faiss.Index:
+                calibration_threshold: float | None = None, report: dict | None = None) -> faiss.Index:
     """Train (IVF/PQ) on a random sample, add every vector in batches, and calibrate ``nprobe``.
 
     ``vectors``: one array (a ``np.memmap`` works: it is read one batch at a time), or batches. A re-iterable
@@ -241,13 +250,22 @@ def build_index(vectors: np.ndarray | Iterable[np.ndarray], factory: str | None 
     has to be in RAM as float32. A one-shot iterator is read once: training then uses the *first* ``train_sample``
     vectors (shuffle upstream), and ``factory`` or ``n_vectors`` must be given since the count is unknown up front.
 
+    ``train_sample``: vectors for k-means/PQ training; None = 40 per IVF list when the bank size is known (k-means
+    time grows with sample × nlist: ~1 min for 1M vectors on 2 cores, hours for 18M → use more cores there), else
+    ``DEFAULT_TRAIN_SAMPLE``.
+
     ``nprobe``: None calibrates it: the smallest power of two whose recall@10 (vs exact search, on
-    ``calibration_queries`` bank vectors, each ignoring itself) reaches ``target_recall``. Pass a ``report`` dict to
-    receive the timings and the recall-by-nprobe table (``save_index(extra_meta=report)`` stores them).
+    ``calibration_queries`` bank vectors, each ignoring itself) reaches ``target_recall``. With
+    ``calibration_threshold`` only exact neighbours at or above that cosine count (those the matching stage keeps),
+    which on real embeddings needs far fewer probes. Pass a ``report`` dict to receive the timings and the
+    recall-by-nprobe table (``save_index(extra_meta=report)`` stores them).
     """
     rng = np.random.default_rng(seed)
     report = {} if report is None else report
     t0 = time.perf_counter()
+    n_hint = len(vectors) if isinstance(vectors, np.ndarray) else n_vectors
+    if train_sample is None:
+        train_sample = min(n_hint, max(50_000, 40 * nlist_for(n_hint))) if n_hint else DEFAULT_TRAIN_SAMPLE
     if _reiterable(vectors):
         sample, sample_rows, n = _sample(vectors, train_sample, batch_size, rng)
         stream: Iterable[np.ndarray] = _batches(vectors, batch_size)
@@ -291,7 +309,7 @@ def build_index(vectors: np.ndarray | Iterable[np.ndarray], factory: str | None 
         added += len(b)
     heap.finalize()
     t_add = time.perf_counter() - t0 - t_train
-    truth = _drop_ids(heap.I, calib_rows, k)
+    truth = _drop_ids(_above(heap.D, heap.I, calibration_threshold), calib_rows, k)
 
     table: dict[str, float] = {}
     if is_ivf(index):
@@ -308,6 +326,7 @@ def build_index(vectors: np.ndarray | Iterable[np.ndarray], factory: str | None 
         "train_seconds": round(t_train, 2), "add_seconds": round(t_add, 2), **search_defaults(index),
         "recall@10": round(recall, 4), "recall@10_by_nprobe": {p: round(r, 4) for p, r in table.items()},
         "recall_queries": f"{len(calib_q)} bank vectors, each ignoring itself",
+        "recall_threshold": calibration_threshold,
     })
     log.info("built %s over %d vectors: train %.1fs, add %.1fs, nprobe %s, recall@10 %.3f",
              factory, index.ntotal, t_train, t_add, report["nprobe"], recall)
@@ -344,16 +363,18 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None =
 
 
 def recall_at_k(index: faiss.Index, vectors_or_sample: np.ndarray | Iterable[np.ndarray], queries: np.ndarray,
-                k: int = 10, nprobe: int | None = None, query_ids: np.ndarray | None = None) -> float:
+                k: int = 10, nprobe: int | None = None, query_ids: np.ndarray | None = None,
+                threshold: float | None = None) -> float:
     """Fraction of the exact top-k (flat search over ``vectors_or_sample``) that ``index`` returns.
 
     ``vectors_or_sample`` must be the indexed vectors in row order (whole, memmapped or re-iterable batches) so row
     numbers agree. When the queries are themselves bank vectors, pass their rows as ``query_ids``: each query then
-    ignores itself in both result lists (otherwise finding itself would inflate recall by up to 1/k).
+    ignores itself in both result lists (otherwise finding itself would inflate recall by up to 1/k). With
+    ``threshold``, only exact neighbours with cosine >= threshold count (1.0 when a query has none).
     """
     queries = _as_f32(queries)
     extra = 0 if query_ids is None else 1
-    truth = _drop_ids(exact_knn(vectors_or_sample, queries, k + extra)[1], query_ids, k)
+    truth = _drop_ids(_above(*exact_knn(vectors_or_sample, queries, k + extra), threshold), query_ids, k)
     found = _drop_ids(search(index, queries, k + extra, nprobe=nprobe)[1], query_ids, k)
     return _recall(found, truth)
 
@@ -395,7 +416,7 @@ def save_index(index: faiss.Index, dir: str | os.PathLike, ids: list[str], embed
     return out
 
 
-def _read_index(path: Path, mmap: bool) -> faiss.Index:
+def read_index(path: Path, mmap: bool) -> faiss.Index:
     """Read with memory mapping where FAISS supports it, else a normal read.
 
     ``IO_FLAG_MMAP_IFC`` maps flat code arrays in place (Flat, the SQ8/Flat re-rank store, IVF array lists);
@@ -429,7 +450,7 @@ def load_index(dir: str | os.PathLike, mmap: bool = True, expected_fingerprint: 
     built = meta.get("embedder_fingerprint")
     if expected_fingerprint is not None and built != expected_fingerprint:
         raise _fingerprint_error(built, expected_fingerprint)
-    index = _read_index(d / INDEX_FILE, mmap)
+    index = read_index(d / INDEX_FILE, mmap)
     if index.d != meta.get("dim", index.d) or index.ntotal != meta.get("count", index.ntotal):
         raise ValueError(f"{d / META_FILE} says {meta.get('count')} × {meta.get('dim')}-d but the index holds "
                          f"{index.ntotal} × {index.d}-d: the directory was partly overwritten; rebuild it")
