@@ -140,3 +140,17 @@ def test_target_slot_specs(built):
     assert parse_target(None, tmp / "index") == {1: 5 / 8, 2: 3 / 8}
     with pytest.raises(UserError):
         parse_target("1:x", Path("."))
+
+
+def test_a_10_mb_document_is_bounded_work(built, tmp_path):
+    import time
+
+    tmp, _ = built
+    paragraph = "The president spoke to the Congress about the federal budget, taxes and jobs. "
+    big = tmp_path / "big.jsonl"
+    big.write_text(json.dumps({"id": "huge", "text": paragraph * (10_000_000 // len(paragraph))}) + "\n")
+    start = time.time()
+    summary = run_match(MatchConfig(input=str(big), index=str(tmp / "index"), output=str(tmp_path / "m"),
+                                    threshold=0.2, progress=False))
+    assert time.time() - start < 120
+    assert summary.rows_in == 1 and summary.rows_out >= 1  # embedded through evenly spaced windows, then matched
