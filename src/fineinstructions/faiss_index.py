@@ -336,29 +336,45 @@ def build_index(vectors: np.ndarray | Iterable[np.ndarray], factory: str | None 
 # ----------------------------------------------------------------------------------------------------------- search
 
 
+def _search_params(index: faiss.Index, nprobe: int | None) -> list[faiss.SearchParameters]:
+    """Per-call search parameters (outermost first; the caller keeps the list alive during the search).
+
+    Parameters objects instead of setting ``index.nprobe``: concurrent searches with different nprobe stay
+    independent, and the index (possibly a read-only mmap) is never modified.
+    """
+    if nprobe is None or not is_ivf(index):
+        return []  # an exact index has no nprobe: nothing to override
+    top = faiss.downcast_index(index)
+    base = faiss.downcast_index(top.base_index) if isinstance(top, faiss.IndexRefine) else top
+    if not isinstance(base, faiss.IndexIVF):
+        raise ValueError(f"nprobe= is supported for IVF indexes, optionally re-ranked, not {type(base).__name__}")
+    chain: list[faiss.SearchParameters] = [faiss.SearchParametersIVF(nprobe=int(nprobe))]
+    if isinstance(faiss.downcast_index(base.quantizer), faiss.IndexHNSW):
+        chain.append(faiss.SearchParametersHNSW(efSearch=max(2 * int(nprobe), 32)))
+        chain[0].quantizer_params = chain[-1]
+    if top is not base:
+        chain.insert(0, faiss.IndexRefineSearchParameters(k_factor=top.k_factor, base_index_params=chain[0]))
+    return chain
+
+
 def search(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None = None,
            batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (cosine scores, row numbers) for each query; row -1 where fewer than k were found.
 
-    ``nprobe`` overrides the index's default for this call only (restored afterwards). Queries go to FAISS in large
-    batches: FAISS parallelises over the queries of one call, and per-call overhead is paid once per batch.
+    ``nprobe`` overrides the index's default (``search_defaults``) for this call only; it is ignored by an exact
+    index. Queries go to FAISS in large batches: FAISS parallelises over the queries of one call.
     """
     queries = _as_f32(queries)
     if queries.shape[1] != index.d:
         raise IndexMismatchError(
             f"query vectors have dimension {queries.shape[1]} but the index has dimension {index.d}: the index was "
             "built with another embedder; rebuild the index or embed the queries with the same embedder")
-    saved = search_defaults(index)
-    if nprobe is not None:
-        _set_search_defaults(index, nprobe=nprobe)
-    try:
-        scores = np.empty((len(queries), k), np.float32)
-        idx = np.empty((len(queries), k), np.int64)
-        for i in range(0, len(queries), batch_size):
-            scores[i:i + batch_size], idx[i:i + batch_size] = index.search(queries[i:i + batch_size], k)
-    finally:
-        if nprobe is not None:
-            _set_search_defaults(index, nprobe=saved["nprobe"])
+    params = _search_params(index, nprobe)
+    scores = np.empty((len(queries), k), np.float32)
+    idx = np.empty((len(queries), k), np.int64)
+    for i in range(0, len(queries), batch_size):
+        scores[i:i + batch_size], idx[i:i + batch_size] = index.search(
+            queries[i:i + batch_size], k, params=params[0] if params else None)
     return scores, idx
 
 
