@@ -314,12 +314,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=None, help="real-mode embedding cache")
     ap.add_argument("--tag", default="", help="suffix for the results file")
+    ap.add_argument("--label", default="", help="suffix for this run's key in the results file (e.g. final)")
     ap.add_argument("--no-project", action="store_true", help="skip the 18M × 1024-d size projection")
     args = ap.parse_args()
 
     faiss.omp_set_num_threads(args.threads)
     configs = {c: CONFIGS.get(c, c) for c in args.configs}
     noise = tuple(float(x) for x in args.noise.split(","))
+    suffix = f"-{args.label}" if args.label else ""
     out = RESULTS.with_name(f"match_bench{'-' + args.tag if args.tag else ''}.json")
     results = json.loads(out.read_text()) if out.exists() else {}
     results.setdefault("runs", {})
@@ -330,7 +332,7 @@ def main() -> None:
         bank = SyntheticBank(n, args.dim, args.seed, noise=noise)
         queries = np.concatenate(list(SyntheticBank(args.queries, args.dim, args.seed, noise=noise, stream=1)))
         res = run_bank("synthetic", bank, queries, args, configs)
-        results["runs"][f"synthetic-{n}x{args.dim}"] = res
+        results["runs"][f"synthetic-{n}x{args.dim}{suffix}"] = res
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
     if args.real:
@@ -338,7 +340,7 @@ def main() -> None:
 
         bank, queries = real_embeddings(args.cache_dir or cache_home())
         res = run_bank("real", bank, queries, args, configs)
-        results["runs"][f"real-{len(bank)}x{bank.shape[1]}"] = res
+        results["runs"][f"real-{len(bank)}x{bank.shape[1]}{suffix}"] = res
         out.write_text(json.dumps(results, indent=1))
     if not args.no_project:
         print("\nprojected index size for 18M × 1024-d (BGE-M3), from measured bytes a vector at 1024-d:")
