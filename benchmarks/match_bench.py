@@ -263,7 +263,7 @@ def fmt_row(r: dict, threshold: float) -> str:
             f"{r.get('score_err', float('nan')):>6.4f} {r['load'][0]}")
 
 
-def run_bank(mode: str, bank, queries: np.ndarray, args, configs: dict[str, str]) -> dict:
+def run_bank(mode: str, bank, queries: np.ndarray, args, configs: dict[str, str], save) -> dict:
     n, dim = len(bank), queries.shape[1]
     bank_array = bank if isinstance(bank, np.ndarray) else (
         bank.array() if n * dim * 4 <= args.max_bank_gb * 2**30 else None)
@@ -277,15 +277,16 @@ def run_bank(mode: str, bank, queries: np.ndarray, args, configs: dict[str, str]
     print(f"exact top-{args.k} of {len(gt_q)} queries: {exact_s:.1f} s ({len(gt_q) / exact_s:.0f} q/s); "
           f"nearest-neighbour cosine {nn}, 10th {nn10}")
     print(HEADER)
-    rows = []
+    res = {"mode": mode, "n": n, "dim": dim, "queries": len(queries), "gt_queries": len(gt_q),
+           "exact_qps": round(len(gt_q) / exact_s), "nn_cosine": nn, "nn10_cosine": nn10, "load_start": load_avg(),
+           "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name, template in configs.items():
             if template == "Flat" and n > args.max_flat:
                 continue
-            rows += bench_config(name, template, bank, queries, truth_d, truth, args, Path(tmp), bank_array)
-    return {"mode": mode, "n": n, "dim": dim, "queries": len(queries), "gt_queries": len(gt_q),
-            "exact_qps": round(len(gt_q) / exact_s), "nn_cosine": nn, "nn10_cosine": nn10,
-            "load_start": load_avg(), "rows": rows}
+            res["rows"] += bench_config(name, template, bank, queries, truth_d, truth, args, Path(tmp), bank_array)
+            save(res)  # after every config: a long run that dies keeps what it measured
+    return res
 
 
 def main() -> None:
@@ -325,23 +326,26 @@ def main() -> None:
     out = RESULTS.with_name(f"match_bench{'-' + args.tag if args.tag else ''}.json")
     results = json.loads(out.read_text()) if out.exists() else {}
     results.setdefault("runs", {})
+
+    def save(key: str):
+        def write(res: dict) -> None:
+            results["runs"][key] = res
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
+        return write
+
     results["machine"] = {"cpus": os.cpu_count(), "threads": args.threads, "faiss": faiss.__version__,
                           "faiss_simd": faiss.get_compile_options()}
 
     for n in args.sizes:
         bank = SyntheticBank(n, args.dim, args.seed, noise=noise)
         queries = np.concatenate(list(SyntheticBank(args.queries, args.dim, args.seed, noise=noise, stream=1)))
-        res = run_bank("synthetic", bank, queries, args, configs)
-        results["runs"][f"synthetic-{n}x{args.dim}{suffix}"] = res
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1))
+        run_bank("synthetic", bank, queries, args, configs, save(f"synthetic-{n}x{args.dim}{suffix}"))
     if args.real:
         from fineinstructions.llm.cache import cache_home
 
         bank, queries = real_embeddings(args.cache_dir or cache_home())
-        res = run_bank("real", bank, queries, args, configs)
-        results["runs"][f"real-{len(bank)}x{bank.shape[1]}{suffix}"] = res
-        out.write_text(json.dumps(results, indent=1))
+        run_bank("real", bank, queries, args, configs, save(f"real-{len(bank)}x{bank.shape[1]}{suffix}"))
     if not args.no_project:
         print("\nprojected index size for 18M × 1024-d (BGE-M3), from measured bytes a vector at 1024-d:")
         proj = {}
