@@ -74,8 +74,13 @@ def test_run_config_writes_one_directory_per_stage(tmp_path):
 
 def test_demo_config_resolves_to_the_bundled_sample(tmp_path):
     stages = stage_configs(demo_config(), str(tmp_path))
-    assert [spec.name for spec, _ in stages] == ["queries", "templatize", "index", "match"]
-    (_, q_cfg), (_, t_cfg), (_, i_cfg), (_, m_cfg) = stages
+    assert [spec.name for spec, _ in stages] == ["queries", "templatize", "index", "match", "instantiate", "judge",
+                                                 "budget"]
+    (_, q_cfg), (_, t_cfg), (_, i_cfg), (_, m_cfg), (_, n_cfg), (_, j_cfg), (_, b_cfg) = stages
     assert Path(q_cfg.input).is_file() and q_cfg.output == str(tmp_path / "queries")
     assert t_cfg.input == q_cfg.output and t_cfg.llm.backend == "transformers" and t_cfg.best_of >= 1
     assert i_cfg.input == t_cfg.output and m_cfg.index == i_cfg.output and Path(m_cfg.input).is_file()
+    # later stages read match's output and the very documents match read
+    assert n_cfg.input == m_cfg.output and n_cfg.templates == t_cfg.output and n_cfg.documents == m_cfg.input
+    assert j_cfg.input == n_cfg.output and b_cfg.input == j_cfg.output and b_cfg.documents == m_cfg.input
+    assert (b_cfg.text_column, b_cfg.id_column, b_cfg.limit) == (m_cfg.text_column, m_cfg.id_column, m_cfg.limit)

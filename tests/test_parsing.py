@@ -30,3 +30,16 @@ def test_nested_and_unicode():
                                            ("nullable", False), ("", False), (None, False)])
 def test_null_answers(text, expected):
     assert is_null_answer(text) is expected
+
+
+@pytest.mark.parametrize("text,score", [
+    ("Score: 4/5", 4), ("**4**", 4), ("Reasoning first. Score: 5", 5), ("4", 4), (" 3.\n", 3),
+    ("<feedback>fine</feedback>\n<score>3</score>", 3), ('{"score": 2, "why": "short"}', 2),
+    ("Rating: 4 out of 5", 4), ("I would give it a four.", 4), ("Score: 2 ... on reflection, Score: 3", 3),
+    ("nothing useful here", None), ("", None), (None, None), ("3 reasons why this is bad", None),
+    ("score of 6", None), ("Score:**3**", 3),
+])
+def test_parse_score_on_messy_judgements(text, score):
+    from fineinstructions.parsing import parse_score
+
+    assert parse_score(text) == score

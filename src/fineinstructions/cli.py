@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from fineinstructions import __version__, recipe
 from fineinstructions.config import add_arguments, from_sources, load_yaml
 from fineinstructions.errors import UserError
+from fineinstructions.pipeline.summary import render_run
 
 EPILOG = """\
 Every stage reads and writes parquet shards (DIR/part-NNNNN.parquet) with a documented schema, keeps rejected
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
         add_arguments(p, spec.config)
         p.set_defaults(func=_run_stage, spec=spec)
     run = sub.add_parser("run", help="run a configured pipeline: one sub-directory per stage",
-                         description="Run the stages of a YAML run config in order (queries → templatize), "
+                         description="Run the stages of a YAML run config in order (queries → templatize → index → match → "
+                         "instantiate → judge → budget), "
                          "writing DIR/<stage>/ for each. Resumable.")
     run.add_argument("config", help="run config (YAML): shared keys + one section per stage")
     run.add_argument("--output", required=True, help="run directory")
@@ -68,8 +70,7 @@ def _run_recipe(args: argparse.Namespace) -> None:
     config = recipe.demo_config() if args.command == "demo" else load_yaml(args.config)
     start = time.time()
     summaries = recipe.run(config, args.output, {"overwrite": args.overwrite, "progress": args.progress})
-    print(f"\nDone in {time.time() - start:,.1f} s. Outputs under {args.output}/: "
-          + ", ".join(f"{s.stage}/ ({s.rows_out:,} rows)" for s in summaries))
+    print(render_run(summaries, time.time() - start))
     with open(f"{args.output}/run_summary.json", "w") as f:
         json.dump([s.to_dict() for s in summaries], f, indent=2)
 

@@ -44,3 +44,35 @@ def is_null_answer(text: str | None) -> bool:
         return False
     stripped = _FENCE.sub(lambda m: m.group(1), text).strip().strip('"').strip().rstrip(".").lower()
     return stripped in {"null", "none"}
+
+
+_SCORE_PATTERNS = [
+    re.compile(r"<score>\s*([1-5])(?:\.0+)?\s*</score>", re.I),  # Flow Judge
+    re.compile(r'"score"\s*:\s*"?([1-5])(?:\.0+)?\b', re.I),  # JSON
+    re.compile(r"\b(?:score|rating|grade)\b\s*(?:is|of|:|=|-)?\s*\**\s*([1-5])(?:\.0+)?\s*\**(?:\s*(?:/|out of)\s*5)?\b", re.I),
+    re.compile(r"\b([1-5])(?:\.0+)?\s*(?:/|out of)\s*5\b", re.I),  # "4/5", "4 out of 5"
+    re.compile(r"\*\*\s*([1-5])\s*\*\*"),  # "**4**"
+]
+_WORD_SCORES = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+_WORD_SCORE = re.compile(r"\b(?:score|rating|grade|give (?:it|this)(?: a)?)\b\D{0,12}?\b(one|two|three|four|five)\b", re.I)
+
+
+def parse_score(text: str | None) -> int | None:
+    """A 1-5 judge score from free text, or None.
+
+    Explicit forms win over bare digits ("<score>4</score>", `"score": 4`, "Score: 4/5", "rated 4 out of 5",
+    "**4**", "a score of four"); when several explicit scores appear, the *last* one counts (judges reason first
+    and conclude last). A lone digit 1-5 is accepted only when it is the whole answer, so "3 reasons" in prose
+    never becomes a score.
+    """
+    if not text:
+        return None
+    for pattern in _SCORE_PATTERNS:
+        found = pattern.findall(text)
+        if found:
+            return int(found[-1])
+    words = _WORD_SCORE.findall(text)
+    if words:
+        return _WORD_SCORES[words[-1].lower()]
+    bare = re.fullmatch(r"\s*\**\s*([1-5])(?:\.0+)?\s*\**\s*[.!]?\s*", text)
+    return int(bare.group(1)) if bare else None

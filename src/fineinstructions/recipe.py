@@ -16,7 +16,7 @@ from typing import Any
 from fineinstructions.config import build, merge
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.stages import index, match, queries, templatize
+from fineinstructions.stages import budget, index, instantiate, judge, match, queries, templatize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +25,14 @@ class StageSpec:
     config: type
     run: Callable[[Any], StageSummary]
     help: str
-    #: config field -> earlier stage whose output folder fills it in a run
+    #: config field -> what fills it in a run: an earlier stage's output folder ("match") or one of its
+    #: resolved settings ("match.input")
     links: tuple[tuple[str, str], ...] = ()
+
+
+#: later stages read the documents match read, with the same columns and limit
+_DOCUMENTS = (("documents", "match.input"), ("format", "match.format"), ("text_column", "match.text_column"),
+              ("id_column", "match.id_column"), ("hf_split", "match.hf_split"), ("limit", "match.limit"))
 
 
 STAGES: list[StageSpec] = [
@@ -41,6 +47,15 @@ STAGES: list[StageSpec] = [
     StageSpec("match", match.MatchConfig, match.run,
               "documents → N templates each (Gaussian-pooled embeddings, threshold, slot-balanced sampling)",
               (("index", "index"),)),
+    StageSpec("instantiate", instantiate.InstantiateConfig, instantiate.run,
+              "matches → instruction → answer pairs grounded in the document by expanded <excerpt> tags",
+              (("input", "match"), ("templates", "templatize"), *_DOCUMENTS)),
+    StageSpec("judge", judge.JudgeConfig, judge.run,
+              "pairs → 1-5 judge scores; keeps pairs scoring at least --min-score",
+              (("input", "instantiate"),)),
+    StageSpec("budget", budget.BudgetConfig, budget.run,
+              "judged pairs → instruction corpus with the documents' own token count, + the standard corpus",
+              (("input", "judge"), *_DOCUMENTS)),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -58,16 +73,22 @@ def stage_configs(config: dict[str, Any], output: str, overrides: dict[str, Any]
     if stray:
         raise UserError(f"unknown top-level key(s) in run config: {', '.join(stray)}")
     resolved = []
-    for spec in STAGES:
-        if spec.name not in names:
-            continue
+    done: dict[str, Any] = {}
+    for spec in STAGES:  # every stage is resolved (a later one may link to its settings); the named ones run
         fields = {f.name for f in dataclasses.fields(spec.config)}
         values = merge({k: v for k, v in shared.items() if k in fields}, config.get(spec.name) or {})
         values = merge(values, {k: v for k, v in overrides.items() if k in fields})
         values["output"] = str(Path(output) / spec.name)
         for field, source in spec.links:
-            values.setdefault(field, str(Path(output) / source))
-        resolved.append((spec, build(spec.config, values, where=f"run config [{spec.name}]")))
+            stage, _, setting = source.partition(".")
+            if not setting:
+                values.setdefault(field, str(Path(output) / stage))
+            elif stage in done and field not in values:
+                values[field] = getattr(done[stage], setting)
+        cfg = build(spec.config, values, where=f"run config [{spec.name}]")
+        done[spec.name] = cfg
+        if spec.name in names:
+            resolved.append((spec, cfg))
     return resolved
 
 

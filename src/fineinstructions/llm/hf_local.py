@@ -254,3 +254,22 @@ class TransformersBackend(LLMBackend):
 
     def close(self) -> None:
         self.model = self._prefix = None
+
+
+def load_tokenizer(model: str | None = None, revision: str | None = None):
+    """The tokenizer of a hub model, a model dir or a GGUF file (default: the embedded SmolLM2 model).
+
+    For a GGUF file the de-quantised copy's tokenizer is used when an earlier run made one (instant); otherwise
+    transformers rebuilds it from the GGUF metadata."""
+    from transformers import AutoTokenizer
+
+    name, gguf_file, model_id = resolve_model(model, revision)
+    if gguf_file:
+        stem = _converted_dir(model_id, "")  # ".../models/<model>-": one copy per dtype, all with the same tokenizer
+        for copy in sorted(stem.parent.glob(stem.name + "*")):
+            if (copy / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(str(copy))
+    try:
+        return AutoTokenizer.from_pretrained(name, revision=revision, gguf_file=gguf_file)
+    except OSError as e:
+        raise FileNotFoundError(f"could not load tokenizer {name!r}: {str(e).splitlines()[0]}") from e

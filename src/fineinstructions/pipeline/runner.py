@@ -121,13 +121,15 @@ def run_stage(
     dedup: Callable[[str, list[str]], StageStep] | None = None,
     finalize: tuple[str, Callable[[Path, list[str]], list]] | None = None,
     settings: dict[str, Any] | None = None,
+    shards_dir: str | None = None,
 ) -> StageSummary:
     """Run `reader → step → shards` on `opts.tasks` tasks, then an optional single-task phase; return the summary.
 
     `dedup(output_dir, map_files)` builds the keep-first dedup step over the map phase's shards (output keeps
     their layout). `finalize = (phase name, build(map_dir, map_files) -> pipeline)` is the general form, for
     work that needs every shard at once (e.g. training and filling a FAISS index). `settings` adds to, or
-    replaces, the config fields recorded in `stage.json` (e.g. a prompt fingerprint).
+    replaces, the config fields recorded in `stage.json` (e.g. a prompt fingerprint). `shards_dir` puts the
+    final shards in a sub-folder of the output (budget writes `instructions/` and `standard/`).
     """
     if not opts.output:
         raise UserError(f"stage {name} needs --output DIR")
@@ -135,7 +137,7 @@ def run_stage(
     recorded = {"stage": name, **{k: v for k, v in vars(opts).items() if k not in RUN_ONLY}, **(settings or {})}
     _check_settings(out, recorded, opts.overwrite)
     start = time.time()
-    map_dir = out / "_map" if (dedup or finalize) else out
+    map_dir = out / "_map" if (dedup or finalize) else out / (shards_dir or "")
     mapper = _executor(opts, [reader, step, ShardWriter(str(map_dir), schema)], out / "logs" / "map", opts.tasks)
     mapper.run()
     if missing := mapper.get_incomplete_ranks():
@@ -161,6 +163,6 @@ def run_stage(
         phase, build = finalize
         map_files = sorted(str(p) for p in map_dir.glob("part-*.parquet"))
         _executor(opts, build(map_dir, map_files), out / "logs" / phase, 1).run()
-    summary = collect_summary(name, out, wall_time=time.time() - start)
+    summary = collect_summary(name, out, wall_time=time.time() - start, shards_dir=out / (shards_dir or ""))
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
     return summary

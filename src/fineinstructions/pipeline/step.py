@@ -60,6 +60,14 @@ class StageStep(PipelineStep):
     @abstractmethod
     def process(self, rows: list[dict]) -> Iterable[Outcome]: ...
 
+    def finish(self, rank: int) -> None:
+        """Runs after the last batch of a task that succeeded (commit extra outputs here, not in `teardown`)."""
+
+    def count_in(self, rows: list[dict]) -> int:
+        """How many units of work `rows` are (the summary's "rows in"); a stage that reads documents but works
+        on (document, template) pairs counts the pairs."""
+        return len(rows)
+
     # -- shared machinery ---------------------------------------------------------------------------------------
     def to_row(self, doc: Document) -> dict:
         row = {k: v for k, v in doc.metadata.items() if k != "file_path"}
@@ -83,7 +91,7 @@ class StageStep(PipelineStep):
             it = iter(data or [])
             while batch := list(itertools.islice(it, self.batch_size)):
                 rows = [self.to_row(doc) for doc in batch]
-                self.stat_update("rows_in", value=len(rows))
+                self.stat_update("rows_in", value=self.count_in(rows))
                 with self.track_time(unit="batch"):
                     outcomes = list(self.process(rows))
                 for row, reason in outcomes:
@@ -94,6 +102,7 @@ class StageStep(PipelineStep):
                         self.stat_update(f"reject/{reason}")
                         rejects.write(row_document({**row, "reason": reason}, self.id_column), rank)
                 bar.update(len(rows))
+            self.finish(rank)
         finally:
             bar.close()
             self.teardown()

@@ -26,6 +26,8 @@ class StageSummary:
     skips: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
     llm: dict[str, int] = field(default_factory=dict)
+    #: histograms a stage records as `dist/<name>/<bucket>` stats (judge scores, grounding)
+    distributions: dict[str, dict[str, int]] = field(default_factory=dict)
     wall_time: float = 0.0
     process_time: float = 0.0
     shards: int = 0
@@ -49,6 +51,8 @@ class StageSummary:
             lines.append("  llm requests " + " · ".join(f"{k} {v:,}" for k, v in sorted(self.llm.items())))
         if self.tokens:
             lines.append("  tokens       " + " · ".join(f"{k} {v:,}" for k, v in sorted(self.tokens.items())))
+        for name, hist in sorted(self.distributions.items()):
+            lines.append(f"  {name:<12} " + " · ".join(f"{k}: {v:,}" for k, v in sorted(hist.items())))
         lines.append(
             f"  wall time    {self.wall_time:,.1f} s this run · {self.process_time:,.1f} s of task time · {rate:,.2f} rows/s"
         )
@@ -56,7 +60,9 @@ class StageSummary:
         return "\n".join(lines)
 
 
-def collect_summary(stage: str, out: Path, wall_time: float) -> StageSummary:
+def collect_summary(stage: str, out: Path, wall_time: float, shards_dir: Path | None = None) -> StageSummary:
+    """Totals of every task's stats files under `out/logs/`; output rows counted in `shards_dir` (default `out`)."""
+    shards_dir = shards_dir or out
     counts: Counter = Counter()
     process_time = 0.0
     phases = sorted((out / "logs").glob("*/stats/*.json"))
@@ -64,21 +70,25 @@ def collect_summary(stage: str, out: Path, wall_time: float) -> StageSummary:
     for path in phases:
         for block in json.loads(path.read_text()):
             for label, value in block.get("stats", {}).items():
-                if label.startswith(("reject/", "skip/", "tokens/", "llm/")) or (path in map_files and label == "rows_in"):
+                if label.startswith(("reject/", "skip/", "tokens/", "llm/", "dist/")) or (path in map_files and label == "rows_in"):
                     counts[label] += int(_total(value))
             process_time += block.get("time_stats", {}).get("total", 0.0) if isinstance(block.get("time_stats"), dict) else 0.0
     summary = StageSummary(
         stage=stage,
-        output=str(out),
+        output=str(shards_dir),
         rows_in=counts.pop("rows_in", 0),
         wall_time=wall_time,
         process_time=process_time,
-        shards=len(list(out.glob("part-*.parquet"))),
+        shards=len(list(shards_dir.glob("part-*.parquet"))),
     )
     for label, value in counts.items():
         kind, _, reason = label.partition("/")
+        if kind == "dist":
+            name, _, bucket = reason.partition("/")
+            summary.distributions.setdefault(name, {})[bucket] = value
+            continue
         {"reject": summary.rejects, "skip": summary.skips, "tokens": summary.tokens, "llm": summary.llm}[kind][reason] = value
-    summary.rows_out = _count_rows(out)
+    summary.rows_out = _count_rows(shards_dir)
     return summary
 
 
@@ -86,3 +96,24 @@ def _count_rows(out: Path) -> int:
     import pyarrow.parquet as pq
 
     return sum(pq.ParquetFile(p).metadata.num_rows for p in out.glob("part-*.parquet"))
+
+
+def render_run(summaries: list[StageSummary], wall_time: float) -> str:
+    """The end-of-run recap: one line per stage (rows, top reject reasons, wall time), the distributions and the
+    two corpora's token totals, and where everything is."""
+    lines = ["", "══ run summary " + "═" * 62,
+             f"  {'stage':<12} {'in':>8} {'out':>8} {'time s':>8}  rejects (top reasons)"]
+    for s in summaries:
+        top = ", ".join(f"{k} {v:,}" for k, v in sorted(s.rejects.items(), key=lambda kv: -kv[1])[:4])
+        lines.append(f"  {s.stage:<12} {s.rows_in:>8,} {s.rows_out:>8,} {s.wall_time:>8.1f}  {top}")
+    for s in summaries:
+        for name, hist in sorted(s.distributions.items()):
+            lines.append(f"  {name + ' (' + s.stage + ')':<22} " + " · ".join(f"{k}: {v}" for k, v in sorted(hist.items())))
+    for s in summaries:
+        if "standard" in s.tokens:
+            std, ins = s.tokens["standard"], s.tokens.get("instructions", 0)
+            lines.append(f"  tokens       standard corpus {std:,} · instruction corpus {ins:,}"
+                         f" ({100 * ins / std if std else 0:.1f} % of the budget used)")
+    lines.append(f"  wall time    {wall_time:,.1f} s")
+    lines += [f"  {s.stage:<12} {s.output}" for s in summaries]
+    return "\n".join(lines)

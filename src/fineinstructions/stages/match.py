@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
-from fineinstructions.pipeline.readers import check_columns, detect_format, make_reader
+from fineinstructions.pipeline.documents import open_documents
 from fineinstructions.pipeline.runner import StageOptions, run_stage
 from fineinstructions.pipeline.step import Outcome, StageStep
 from fineinstructions.pipeline.summary import StageSummary
@@ -135,10 +135,8 @@ def run(cfg: MatchConfig) -> StageSummary:
     if not meta_path.is_file():
         raise UserError(f"no index in {cfg.index} (meta.json missing): build it with `fineinstructions index`")
     meta = json.loads(meta_path.read_text())
-    fmt = detect_format(cfg.input, cfg.format)
-    check_columns(cfg.input, {"text-column": cfg.text_column, "id-column": cfg.id_column}, fmt)
     target = parse_target(cfg.target_slots, Path(cfg.index))
-    reader = make_reader(cfg.input, cfg.text_column, cfg.id_column, fmt, cfg.limit, cfg.hf_split)
+    reader = open_documents(cfg.input, cfg.format, cfg.text_column, cfg.id_column, cfg.limit, cfg.hf_split)
     step = Matcher(cfg, meta, target, progress=cfg.progress)
     settings = {"index_fingerprint": meta.get("embedder_fingerprint"), "index_count": meta.get("count")}
     return run_stage("match", cfg, reader, step, schemas.MATCHES, settings=settings)

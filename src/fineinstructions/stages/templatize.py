@@ -8,21 +8,19 @@ is the cheapest way to lift the yield of a small model. Templates are deduplicat
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
-from fineinstructions.llm import LLMConfig, fingerprint, make_backend, preflight
+from fineinstructions.llm import LLMConfig, fingerprint, preflight
 from fineinstructions.llm.base import Completion
 from fineinstructions.pipeline.dedup import DedupStep
 from fineinstructions.pipeline.runner import StageOptions, run_stage, stage_input
-from fineinstructions.pipeline.step import Outcome, StageStep
+from fineinstructions.pipeline.llm_step import LLMStep, llm_settings, resolve_format
+from fineinstructions.pipeline.step import Outcome
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.prompts import PromptFormat, load_format
 from fineinstructions.templates import ANY_TAG, alignment, num_slots, validate
 from fineinstructions.text import dedup_key, normalize_whitespace, stable_hash
 
@@ -43,54 +41,25 @@ class TemplatizeConfig(StageOptions):
     llm: LLMConfig = option(factory=LLMConfig)
 
 
-def resolve_format(cfg: TemplatizeConfig) -> PromptFormat:
-    name = cfg.prompt_format
-    if name == "auto":
-        name = "fewshot-completion" if cfg.llm.backend in ("transformers", "llamacpp") and not cfg.llm.model else "fewshot"
-    return load_format("templatize", name)
-
-
-class Templatizer(StageStep):
+class Templatizer(LLMStep):
     name = "🧩 Templatize"
     id_column, text_column = "query_id", "query"
     reject_schema = schemas.TEMPLATES_REJECTS
 
     def __init__(self, cfg: TemplatizeConfig, **kw):
-        super().__init__(cfg.output, **kw)
+        super().__init__(cfg.output, cfg.llm, cfg.tasks, cfg.workers, **kw)
         self.cfg = cfg
         self.batch_size = cfg.batch_size
-        self.format = resolve_format(cfg)
+        self.format = resolve_format("templatize", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
         greedy = self.format.sampling(max_tokens=cfg.max_tokens)
         self.params = [greedy] + [
             self.format.sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed + k)
             for k in range(1, cfg.best_of)
         ]
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params])
-        self.backend = None
-
-    def setup(self, rank: int) -> None:
-        llm = self.cfg.llm
-        if llm.backend == "transformers" and not llm.num_threads:
-            # split the cores between local workers: oversubscribed OpenMP threads spin and run ~10x slower
-            workers = self.cfg.tasks if self.cfg.workers == -1 else max(1, min(self.cfg.workers, self.cfg.tasks))
-            llm = dataclasses.replace(llm, num_threads=max(1, (os.cpu_count() or 1) // workers))
-        self.backend = make_backend(llm)
-
-    def teardown(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
 
     def process(self, rows: list[dict]) -> Iterable[Outcome]:
-        requests = [self.format.render({"query": row["query"]}, p) for row in rows for p in self.params]
-        completions = self.backend.generate(requests)
-        for c in completions:
-            if c.cached:
-                self.stat_update("llm/cached_requests")
-            else:
-                self.stat_update("llm/sent_requests")
-                self.stat_update("tokens/prompt", value=c.prompt_tokens)
-                self.stat_update("tokens/completion", value=c.completion_tokens)
+        completions = self.generate([self.format.render({"query": row["query"]}, p) for row in rows for p in self.params])
         n = len(self.params)
         for i, row in enumerate(rows):
             yield self.pick(row, completions[i * n : (i + 1) * n])
@@ -98,7 +67,7 @@ class Templatizer(StageStep):
     def judge_candidate(self, row: dict, c: Completion) -> tuple[dict, str | None]:
         """Parse and validate one answer: (fields, reject reason or None)."""
         base = {"query_id": row["query_id"], "source": row.get("source"), "query": row["query"],
-                "raw_output": c.text, "model_id": self.backend.model_id, "prompt_fingerprint": self.prompt_fingerprint}
+                "raw_output": c.text, "model_id": self.model_id, "prompt_fingerprint": self.prompt_fingerprint}
         if not c.ok:
             return {**base, "raw_output": c.error}, "llm_error"
         parsed = self.format.parse(c.text)
@@ -144,10 +113,7 @@ def run(cfg: TemplatizeConfig) -> StageSummary:
     files, reader = stage_input(cfg.input, "query", "query_id", "queries")
     preflight(cfg.llm)
     step = Templatizer(cfg, input_files=files, progress=cfg.progress)
-    settings = {  # the llm settings that change answers (not timeouts or thread counts), and the prompt
-        "llm": {k: v for k, v in vars(cfg.llm).items() if k not in ("concurrency", "timeout", "cache_path", "num_threads")},
-        "prompt_fingerprint": step.prompt_fingerprint,
-    }
+    settings = llm_settings(cfg.llm, step.prompt_fingerprint)
 
     def dedup(out: str, map_files: list[str]) -> DedupStep:
         return DedupStep(out, map_files, [("duplicate_template", _template_key)], "template_id", "template",

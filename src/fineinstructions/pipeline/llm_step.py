@@ -1,0 +1,91 @@
+"""`LLMStep`: a `StageStep` that talks to an LLM backend (templatize, instantiate, judge).
+
+One place for what every LLM stage needs: loading the backend inside the task (so finished tasks never load a
+model), splitting CPU threads between local workers, counting sent/cached requests and tokens, and the settings
+that decide whether an existing output folder may be resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from fineinstructions.llm import LLMConfig, make_backend
+from fineinstructions.llm.base import Completion, Request
+from fineinstructions.prompts import PromptFormat
+from fineinstructions.pipeline.step import StageStep
+
+#: LLM options that change how requests are sent, not what comes back: a resumed run may change them
+_TRANSPORT = ("concurrency", "timeout", "cache_path", "num_threads")
+
+
+def llm_settings(llm: LLMConfig, prompt_fingerprint: str) -> dict[str, Any]:
+    """What goes into `stage.json` for an LLM stage: the model settings that change answers, and the prompt."""
+    return {"llm": {k: v for k, v in vars(llm).items() if k not in _TRANSPORT}, "prompt_fingerprint": prompt_fingerprint}
+
+
+class LLMStep(StageStep):
+    def __init__(self, output_dir: str, llm: LLMConfig, tasks: int, workers: int, **kw):
+        super().__init__(output_dir, **kw)
+        self.llm, self.tasks, self.workers = llm, tasks, workers
+        self.backend = None
+
+    def setup(self, rank: int) -> None:
+        llm = self.llm
+        if llm.backend == "transformers" and not llm.num_threads:
+            # split the cores between local workers: oversubscribed OpenMP threads spin and run ~10x slower
+            workers = self.tasks if self.workers == -1 else max(1, min(self.workers, self.tasks))
+            llm = dataclasses.replace(llm, num_threads=max(1, (os.cpu_count() or 1) // workers))
+        self.backend = make_backend(llm)
+
+    def teardown(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        """Batched generation with request/token accounting in the stage statistics."""
+        if not requests:
+            return []
+        completions = self.backend.generate(list(requests))
+        for c in completions:
+            if c.cached:
+                self.stat_update("llm/cached_requests")
+            else:
+                self.stat_update("llm/sent_requests")
+                self.stat_update("tokens/prompt", value=c.prompt_tokens)
+                self.stat_update("tokens/completion", value=c.completion_tokens)
+        return completions
+
+    def generate_format(self, fmt: PromptFormat, requests: Sequence[Request]) -> list[Completion]:
+        """`generate`, plus the format's follow-up pass: the text of each completion is what the format parses."""
+        first = self.generate(requests)
+        if not fmt.followup or fmt.mode != "completion":
+            return first
+        heads = [c.text.split("\n", 1)[0] for c in first]
+        todo = [i for i, c in enumerate(first) if c.ok]
+        second = self.generate([Request.completion(requests[i].prompt + heads[i] + fmt.followup, requests[i].params)
+                                for i in todo])
+        out = list(first)
+        for i, c in zip(todo, second):
+            text = heads[i] + fmt.followup + c.text
+            out[i] = dataclasses.replace(c, text=text, error=c.error,
+                                         prompt_tokens=first[i].prompt_tokens + c.prompt_tokens,
+                                         completion_tokens=first[i].completion_tokens + c.completion_tokens)
+        return out
+
+
+def resolve_format(stage: str, name: str, llm: LLMConfig, chat: str, completion: str):
+    """A stage's prompt format; `auto` picks the raw-completion format for the embedded small default model
+    (it follows labelled few-shot lines far better than chat turns) and the chat format for everything else."""
+    from fineinstructions.prompts import load_format
+
+    if name == "auto":
+        name = completion if llm.backend in ("transformers", "llamacpp") and not llm.model else chat
+    return load_format(stage, name)

@@ -1,0 +1,183 @@
+"""Stage `instantiate`: (template, document) → a grounded instruction → answer pair (paper §3, stage 4).
+
+For every match the LLM fills the template's `<fi>` slots from the document and answers with excerpts written as
+`<excerpt>START<...>END</excerpt>`; each excerpt is then expanded to the document's exact text (`excerpts.py`),
+so the answer is grounded by construction. A pair is kept when every excerpt resolves to exactly one span, no slot
+is left unfilled and at least `min_grounding` of the answer's characters were copied from the document. A model
+that answers `null` says the template does not fit the document: that is recorded with reason `null`, not as an
+error. Every outcome, kept or not, carries the model and prompt fingerprints.
+
+Long documents: with `max_document_chars` the model sees a window of the document centred where the matching
+vector looked (local vector k of K is centred at k/(K+1) of the length; the global vector takes the start), and
+excerpts are resolved in that window.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from fineinstructions import schemas
+from fineinstructions.config import option
+from fineinstructions.errors import UserError
+from fineinstructions.excerpts import expand_excerpts
+from fineinstructions.llm import LLMConfig, fingerprint, preflight
+from fineinstructions.llm.base import Completion
+from fineinstructions.parsing import is_null_answer
+from fineinstructions.pipeline.documents import DocumentOptions, group_by, open_documents, rank_shards
+from fineinstructions.pipeline.llm_step import LLMStep, llm_settings, resolve_format
+from fineinstructions.pipeline.runner import run_stage
+from fineinstructions.pipeline.step import Outcome
+from fineinstructions.pipeline.summary import StageSummary
+from fineinstructions.templates import ANY_TAG
+from fineinstructions.text import normalize_whitespace, stable_hash
+
+
+@dataclass
+class InstantiateConfig(DocumentOptions):
+    templates: str | None = option(None, "output folder of the templatize stage (the template texts)")
+    prompt_format: str = option(
+        "auto", "fewshot | fewshot-completion | released | path to a YAML format; auto = fewshot-completion for the "
+                "embedded default model, fewshot otherwise")
+    max_tokens: int | None = option(None, "max new tokens per answer (default: the prompt format's)")
+    max_document_chars: int | None = option(
+        None, "show the model at most this many characters of each document, centred on the chunk that matched "
+              "(default: the whole document)")
+    min_grounding: float = option(0.8, "min share of the answer's characters copied from the document by excerpts")
+    batch_size: int = option(4, "documents per generate call (each brings its matched templates)")
+    llm: LLMConfig = option(factory=LLMConfig)
+
+
+def document_window(text: str, chunk: int, k: int, max_chars: int | None) -> str:
+    """The part of `text` the model sees: all of it, or `max_chars` around where matching vector `chunk` looked.
+
+    Cut at whitespace so no word is split (a split word could never be matched by an excerpt)."""
+    if not max_chars or len(text) <= max_chars:
+        return text
+    centre = 0 if chunk <= 0 else round(len(text) * chunk / (k + 1))
+    start = min(max(0, centre - max_chars // 2), len(text) - max_chars)
+    end = start + max_chars
+    if start > 0:
+        space = text.find(" ", start, start + 200)
+        start = space + 1 if space != -1 else start
+    if end < len(text):
+        space = text.rfind(" ", end - 200, end)
+        end = space if space > start else end
+    return text[start:end]
+
+
+def grounding_bucket(g: float) -> str:
+    """Tenths, as a label that sorts: "0.8-0.9"; 1.0 goes with 0.9."""
+    low = min(int(g * 10), 9) / 10
+    return f"{low:.1f}-{low + 0.1:.1f}"
+
+
+def pair_id(document_id: str, template_id: str) -> str:
+    return stable_hash(f"{document_id}\t{template_id}")
+
+
+class Instantiator(LLMStep):
+    name = "✍️ Instantiate"
+    id_column, text_column = "document_id", "text"
+    reject_schema = schemas.PAIRS_REJECTS
+
+    def __init__(self, cfg: InstantiateConfig, k: int, **kw):
+        super().__init__(cfg.output, cfg.llm, cfg.tasks, cfg.workers, **kw)
+        self.cfg, self.k, self.batch_size = cfg, k, cfg.batch_size
+        self.format = resolve_format("instantiate", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
+        self.params = self.format.sampling(max_tokens=cfg.max_tokens)
+        self.prompt_fingerprint = fingerprint(self.format.fingerprint, self.params.to_dict(), cfg.max_document_chars)
+
+    def setup(self, rank: int) -> None:
+        world = self.cfg.tasks
+        self.matches = group_by(rank_shards(self.cfg.input, rank, world), "document_id")
+        wanted = {m["template_id"] for rows in self.matches.values() for m in rows}
+        self.templates = {
+            r["template_id"]: r["template"]
+            for f in sorted(Path(self.cfg.templates).glob("part-*.parquet"))
+            for r in pq.read_table(f, columns=["template_id", "template"]).to_pylist()
+            if r["template_id"] in wanted
+        }
+        super().setup(rank)
+
+    def count_in(self, rows: list[dict]) -> int:
+        return sum(len(self.matches.get(str(r["document_id"]), ())) for r in rows)
+
+    def process(self, rows: list[dict]) -> Iterable[Outcome]:
+        jobs, requests = [], []
+        for row in rows:
+            doc_id = str(row["document_id"])
+            matches = sorted(self.matches.get(doc_id, ()), key=lambda m: m["rank"])
+            if not matches:
+                self.stat_update("skip/documents_without_matches")
+            for m in matches:
+                base = {"pair_id": pair_id(doc_id, m["template_id"]), "document_id": doc_id,
+                        "template_id": m["template_id"], "chunk": m["chunk"], "match_score": m["score"],
+                        "template": self.templates.get(m["template_id"]), "model_id": None,
+                        "prompt_fingerprint": self.prompt_fingerprint}
+                if base["template"] is None:
+                    yield {**base, "status": "unknown_template"}, "unknown_template"
+                    continue
+                window = document_window(row["text"], m["chunk"], self.k, self.cfg.max_document_chars)
+                jobs.append((base, window))
+                requests.append(self.format.render({"template": base["template"], "document": window}, self.params))
+        for (base, window), c in zip(jobs, self.generate_format(self.format, requests)):
+            fields, reason = self.evaluate(c, {**base, "model_id": self.model_id}, window)
+            if fields.get("grounding") is not None:
+                self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
+            yield {**fields, "status": reason or "ok"}, reason
+
+    def evaluate(self, c: Completion, base: dict, window: str) -> Outcome:
+        """Parse, expand and check one answer: (row, reject reason or None)."""
+        if not c.ok:
+            return {**base, "raw_output": c.error}, "llm_error"
+        base = {**base, "raw_output": c.text}
+        if is_null_answer(c.text):
+            return base, "null"
+        parsed = self.format.parse(c.text)
+        if parsed is None:
+            return base, "truncated" if c.finish_reason == "length" else "unparseable"
+        instruction, answer = parsed.get("instruction"), parsed.get("answer")
+        if is_null_answer(str(instruction)) and (answer is None or is_null_answer(str(answer))):
+            return base, "null"
+        if not isinstance(instruction, str) or not instruction.strip():
+            return base, "missing_instruction"
+        instruction = normalize_whitespace(instruction)
+        base["instruction"] = instruction
+        if not isinstance(answer, str) or not answer.strip():
+            return base, "truncated" if c.finish_reason == "length" else "missing_answer"
+        base["answer_raw"] = answer.strip()
+        if ANY_TAG.search(instruction):
+            return base, "unfilled_slot"
+        expansion = expand_excerpts(answer.strip(), window)
+        base["excerpts"] = expansion.excerpts
+        if expansion.reason:
+            return base, expansion.reason
+        base.update(answer=expansion.text.strip(), grounding=expansion.grounding)
+        if expansion.grounding < self.cfg.min_grounding:
+            return base, "low_grounding"
+        base.pop("raw_output")
+        return base, None
+
+
+def run(cfg: InstantiateConfig) -> StageSummary:
+    for flag, value, stage in (("input", cfg.input, "match"), ("templates", cfg.templates, "templatize"),
+                               ("documents", cfg.documents, "match's --input")):
+        if not value:
+            raise UserError(f"stage instantiate needs --{flag} (the output folder of {stage})" if flag != "documents"
+                            else "stage instantiate needs --documents (the documents given to match as --input)")
+    for folder, stage in ((cfg.input, "match"), (cfg.templates, "templatize")):
+        if not sorted(Path(folder).glob("part-*.parquet")):
+            raise UserError(f"no part-*.parquet shards in {folder}: run the {stage} stage first")
+    if not 0.0 <= cfg.min_grounding <= 1.0:
+        raise UserError("--min-grounding must be between 0 and 1")
+    match_meta = Path(cfg.input) / "stage.json"
+    k = json.loads(match_meta.read_text()).get("k", 5) if match_meta.is_file() else 5
+    reader = open_documents(cfg.documents, cfg.format, cfg.text_column, cfg.id_column, cfg.limit, cfg.hf_split)
+    preflight(cfg.llm)
+    step = Instantiator(cfg, k, progress=cfg.progress)
+    return run_stage("instantiate", cfg, reader, step, schemas.PAIRS, settings=llm_settings(cfg.llm, step.prompt_fingerprint))

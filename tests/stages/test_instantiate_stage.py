@@ -1,0 +1,130 @@
+"""Stage `instantiate` against a real local HTTP server playing the model, plus its pure parts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from llm_stage_helpers import StubServer, stub_llm, table, write_jsonl, write_shard
+
+from fineinstructions import schemas
+from fineinstructions.errors import UserError
+from fineinstructions.prompts import load_format
+from fineinstructions.stages.instantiate import InstantiateConfig, document_window, pair_id, run
+
+DOC = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+       "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. The tower is 330 "
+       "metres tall, about the same height as an 81-storey building.")
+
+# template -> what the scripted model answers (JSON unless it is a bare string)
+SCRIPT = {
+    "who designed <fi>landmark</fi>": {"instruction": "who designed the Eiffel Tower",
+                                       "answer": "<excerpt>It is named after<...>from 1887 to 1889.</excerpt>"},
+    "how tall is <fi>landmark</fi>": {"instruction": "how tall is the Eiffel Tower",
+                                      "answer": "<excerpt>The tower is 330<...>81-storey building.</excerpt> Roughly."},
+    "what is the population of <fi>city</fi>": "null",
+    "what is <fi>thing</fi> made of": {"instruction": "what is <fi>thing</fi> made of", "answer": "<excerpt>wrought-iron</excerpt>"},
+    "who built <fi>landmark</fi>": {"instruction": "who built the Eiffel Tower",
+                                    "answer": "<excerpt>It was built by<...>engineers.</excerpt>"},
+    "where is <fi>landmark</fi>": {"instruction": "where is the Eiffel Tower",
+                                   "answer": "It stands in a well known European capital city that many tourists "
+                                             "visit each year, namely <excerpt>Paris, France.</excerpt>"},
+    "describe <fi>landmark</fi>": "I am not sure what you mean.",
+}
+
+
+def scripted(text: str) -> str:
+    template = re.search(r"Template: (.*)", text).group(1).strip()
+    answer = SCRIPT[template]
+    return answer if isinstance(answer, str) else json.dumps(answer)
+
+
+@pytest.fixture
+def stub():
+    server = StubServer().start()
+    server.responder = scripted
+    yield server
+    server.stop()
+
+
+def setup_inputs(tmp_path):
+    templates = [{"template_id": f"t{i}", "template": t, "num_slots": 1} for i, t in enumerate(SCRIPT)]
+    tdir = write_shard(tmp_path / "templatize", schemas.TEMPLATES, templates)
+    matches = [{"document_id": "eiffel", "template_id": t["template_id"], "chunk": 0, "score": 0.5, "rank": r}
+               for r, t in enumerate(templates, 1)]
+    matches.append({"document_id": "eiffel", "template_id": "gone", "chunk": 0, "score": 0.4, "rank": 99})
+    mdir = write_shard(tmp_path / "match", schemas.MATCHES, matches, stage={"tasks": 1, "k": 5})
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "eiffel", "text": DOC}, {"id": "unmatched", "text": "Other."}])
+    return tdir, mdir, docs
+
+
+def test_every_pair_is_kept_or_rejected_with_its_reason(tmp_path, stub):
+    tdir, mdir, docs = setup_inputs(tmp_path)
+    cfg = InstantiateConfig(input=mdir, templates=tdir, documents=docs, output=str(tmp_path / "out"),
+                            prompt_format="fewshot", llm=stub_llm(stub), progress=False)
+    summary = run(cfg)
+    kept = {r["template"]: r for r in table(tmp_path / "out")}
+    rejected = {r["template_id"] if r["template"] is None else r["template"]: r for r in table(tmp_path / "out", "rejects")}
+    assert set(kept) == {"who designed <fi>landmark</fi>", "how tall is <fi>landmark</fi>"}
+    ok = kept["who designed <fi>landmark</fi>"]
+    assert ok["answer"] == ("It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
+                            "from 1887 to 1889.")
+    assert ok["grounding"] == pytest.approx(1.0) and ok["status"] == "ok" and ok["excerpts"] == 1
+    assert ok["answer_raw"].startswith("<excerpt>It is named after<...>")
+    assert ok["pair_id"] == pair_id("eiffel", "t0") and ok["model_id"] == "openai:stub"
+    tall = kept["how tall is <fi>landmark</fi>"]
+    span = "The tower is 330 metres tall, about the same height as an 81-storey building."
+    assert tall["answer"] == span + " Roughly." and tall["grounding"] == pytest.approx(len(span) / len(span + " Roughly."))
+    reasons = {k: r["reason"] for k, r in rejected.items()}
+    assert reasons == {
+        "what is the population of <fi>city</fi>": "null",
+        "what is <fi>thing</fi> made of": "unfilled_slot",
+        "who built <fi>landmark</fi>": "excerpt_missing",
+        "where is <fi>landmark</fi>": "low_grounding",
+        "describe <fi>landmark</fi>": "unparseable",
+        "gone": "unknown_template",
+    }
+    assert all(r["status"] == r["reason"] for r in rejected.values())
+    assert rejected["where is <fi>landmark</fi>"]["grounding"] < 0.8
+    assert rejected["describe <fi>landmark</fi>"]["raw_output"] == "I am not sure what you mean."
+    assert summary.rows_in == 8 and summary.rows_out == 2 and sum(summary.rejects.values()) == 6
+    assert summary.skips == {"documents_without_matches": 1}
+    assert summary.distributions["grounding"] == {"0.9-1.0": 1, "0.8-0.9": 1, "0.1-0.2": 1}
+
+
+def test_released_format_sends_the_json_contract(tmp_path, stub):
+    fmt = load_format("instantiate", "released")
+    req = fmt.render({"template": "who designed <fi>landmark</fi>", "document": DOC})
+    assert [m["role"] for m in req.messages] == ["user"]
+    assert json.loads(req.messages[0]["content"]) == {"instruction_template": "who designed <fi>landmark</fi>",
+                                                      "document": DOC}
+    assert fmt.parse('{"instantiated_instruction": "who designed X", "answer": "a"}') == {
+        "instruction": "who designed X", "answer": "a"}
+
+
+def test_completion_format_parses_its_own_examples_and_has_a_followup():
+    fmt = load_format("instantiate", "fewshot-completion")
+    for ex in fmt.examples:
+        assert fmt.parse(fmt._assistant(ex)[len(fmt.answer_prefix):]) == {"instruction": ex["instruction"],
+                                                                           "answer": ex["answer"]}
+    assert fmt.followup.strip().startswith("Answer: <excerpt>")
+
+
+def test_window_is_centred_on_the_matching_chunk_and_cut_at_spaces():
+    text = " ".join(f"w{i:04d}" for i in range(2000))  # 12k characters
+    assert document_window(text, 0, 5, None) == text and document_window("short", 3, 5, 100) == "short"
+    first = document_window(text, 0, 5, 600)
+    assert text.startswith(first) and len(first) <= 600
+    for chunk in range(1, 6):
+        w = document_window(text, chunk, 5, 600)
+        assert w in text and len(w) <= 600 and not w.startswith(" ") and w.split()[0] in text.split()
+        centre = text.index(w) + len(w) / 2
+        assert abs(centre - len(text) * chunk / 6) < 400
+
+
+def test_missing_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="--templates"):
+        run(InstantiateConfig(input=str(tmp_path), documents="x", output=str(tmp_path / "o")))
+    with pytest.raises(UserError, match="run the match stage first"):
+        run(InstantiateConfig(input=str(tmp_path), templates=str(tmp_path), documents="x", output=str(tmp_path / "o")))

@@ -1,0 +1,74 @@
+"""Stage `judge` against a real local HTTP server whose 'judge' answers in the messy ways real ones do."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from llm_stage_helpers import StubServer, stub_llm, table, write_shard
+
+from fineinstructions import schemas
+from fineinstructions.errors import UserError
+from fineinstructions.prompts import load_format
+from fineinstructions.stages.judge import RUBRIC, JudgeConfig, run
+
+VERDICTS = {
+    "q-clean": "The answer is complete.\nScore: 5",
+    "q-slash": "Mostly fine. Score: 4/5",
+    "q-bold": "I would rate this **4**",
+    "q-low": "Off-topic. Score: 2",
+    "q-prose": "It is hard to say whether this helps.",
+    "q-empty": "",
+}
+
+
+def verdict(text: str) -> str:
+    return VERDICTS[re.search(r"Instruction: (q-\w+)", text).group(1)]
+
+
+@pytest.fixture
+def stub():
+    server = StubServer().start()
+    server.responder = verdict
+    yield server
+    server.stop()
+
+
+def pairs(tmp_path) -> str:
+    rows = [{"pair_id": f"p-{q}", "document_id": "d", "template_id": "t", "instruction": q, "answer": f"answer to {q}",
+             "grounding": 1.0, "status": "ok"} for q in VERDICTS]
+    return write_shard(tmp_path / "instantiate", schemas.PAIRS, rows)
+
+
+def test_scores_are_parsed_kept_on_every_row_and_thresholded(tmp_path, stub):
+    out = tmp_path / "judge"
+    summary = run(JudgeConfig(input=pairs(tmp_path), output=str(out), prompt_format="rubric", llm=stub_llm(stub),
+                              progress=False))
+    kept = {r["instruction"]: r for r in table(out)}
+    rejected = {r["instruction"]: r for r in table(out, "rejects")}
+    assert {k: r["score"] for k, r in kept.items()} == {"q-clean": 5, "q-slash": 4, "q-bold": 4}
+    assert {k: (r["score"], r["reason"]) for k, r in rejected.items()} == {
+        "q-low": (2, "low_score"), "q-prose": (None, "unparseable_score"), "q-empty": (None, "unparseable_score")}
+    assert kept["q-slash"]["judgement"] == "Mostly fine. Score: 4/5"  # the raw judgement travels with the row
+    assert all(r["judge_model_id"] == "openai:stub" and r["answer"].startswith("answer to") for r in kept.values())
+    assert summary.distributions["score"] == {"2": 1, "4": 2, "5": 1}
+    assert summary.rows_in == 6 and summary.rows_out == 3
+    # the rubric reaches the judge
+    system = stub.requests[0]["body"]["messages"][0]["content"]
+    assert RUBRIC.splitlines()[0] in system and "{rubric}" not in system
+
+
+def test_threshold_is_configurable(tmp_path, stub):
+    summary = run(JudgeConfig(input=pairs(tmp_path), output=str(tmp_path / "j"), prompt_format="rubric",
+                              min_score=2, llm=stub_llm(stub), progress=False))
+    assert summary.rows_out == 4
+    with pytest.raises(UserError, match="--min-score"):
+        run(JudgeConfig(input=pairs(tmp_path), output=str(tmp_path / "x"), min_score=6))
+
+
+@pytest.mark.parametrize("name", ["rubric", "rubric-completion", "flow-judge"])
+def test_judge_formats_render_the_pair_and_rubric(name):
+    fmt = load_format("judge", name)
+    req = fmt.render({"instruction": "who designed {it}", "answer": "Gustave Eiffel", "rubric": RUBRIC})
+    text = req.prompt if fmt.mode == "completion" else "\n".join(m["content"] for m in req.messages)
+    assert "who designed {it}" in text and "Gustave Eiffel" in text and "5 = the answer fully addresses" in text
