@@ -272,3 +272,22 @@ def test_one_megabyte_document_is_fast():
     assert result.excerpts == 10
     assert text.count("\u201ctidal\u201d readings \u2013 twice a day\u2026  and logged them.\n\nEach  reading") == 10
     assert elapsed < 0.5, elapsed
+
+
+def test_seed_words_come_verbatim_from_the_best_overlapping_sentence():
+    from fineinstructions.excerpts import seed_words
+
+    doc = ("Boil the potatoes for twenty minutes. The ceiling of the Sistine Chapel was painted by "
+           "Michelangelo between 1508 and 1512. It shows nine scenes.")
+    seed = seed_words(doc, "who painted the ceiling of the sistine chapel")
+    assert seed == "The ceiling of the" and seed in doc
+    assert seed_words(doc, "nothing in common here", n=3) == "Boil the potatoes"  # ties: the earliest
+    assert seed_words("Too short.", "short") == ""
+
+
+def test_an_excerpt_left_open_by_a_stop_string_is_closed():
+    from fineinstructions.excerpts import close_open_excerpt
+
+    assert close_open_excerpt("<excerpt>The ceiling of the") == "<excerpt>The ceiling of the</excerpt>"
+    assert close_open_excerpt("<excerpt>a</excerpt>") == "<excerpt>a</excerpt>"
+    assert close_open_excerpt("no tags") == "no tags"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Expansion", "expand_excerpts", "REASONS"]
+__all__ = ["Expansion", "expand_excerpts", "REASONS", "seed_words", "close_open_excerpt"]
 
 REASONS = ("excerpt_missing", "excerpt_ambiguous", "excerpt_empty", "excerpt_malformed")
 
@@ -268,3 +268,36 @@ def expand_excerpts(answer: str, document: str, max_span_chars: int = 20_000) ->
     return Expansion(
         text=expanded, reason=None, excerpts=len(tags), copied_chars=copied, grounding=grounding, failed=None
     )
+
+
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+_WORD = re.compile(r"\w+")
+
+
+def seed_words(document: str, query: str, n: int = 4) -> str:
+    """The first `n` words of the document sentence sharing the most words with `query` (ties: the earlier).
+
+    A follow-up prompt can start the answer's excerpt with them: small models then continue by copying the
+    sentence they saw (the document is in the prompt) instead of writing their own words. Words are cut from the
+    document verbatim, so the seed itself always matches."""
+    wanted = {w.lower() for w in _WORD.findall(query) if len(w) > 2}
+    best, best_score = None, -1
+    for m in _SENTENCE.finditer(document):
+        words = _WORD.findall(m.group(0))
+        if len(words) < n:
+            continue
+        score = len(wanted & {w.lower() for w in words})
+        if score > best_score:
+            best, best_score = m, score
+    if best is None:
+        return ""
+    text = best.group(0).lstrip()
+    cut = [w.end() for w in _WORD.finditer(text)][n - 1]
+    return text[:cut]
+
+
+def close_open_excerpt(answer: str) -> str:
+    """Close a final `<excerpt>` the model left open (a generation cut at a stop string or newline)."""
+    opened = len(re.findall(r"<\s*excerpt\s*>", answer, re.I))
+    closed = len(re.findall(r"<\s*/\s*excerpt\s*>", answer, re.I))
+    return answer + "</excerpt>" if opened == closed + 1 else answer

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fineinstructions.llm import LLMConfig, make_backend
@@ -63,18 +63,23 @@ class LLMStep(StageStep):
                 self.stat_update("tokens/completion", value=c.completion_tokens)
         return completions
 
-    def generate_format(self, fmt: PromptFormat, requests: Sequence[Request]) -> list[Completion]:
-        """`generate`, plus the format's follow-up pass: the text of each completion is what the format parses."""
+    def generate_format(self, fmt: PromptFormat, requests: Sequence[Request],
+                        seeds: Sequence[Callable[[str], str]] | None = None) -> list[Completion]:
+        """`generate`, plus the format's follow-up pass: the text of each completion is what the format parses.
+
+        `seeds[i](first line)` fills `{seed}` in the follow-up of request i (e.g. the opening words of the
+        document sentence that best fits the instruction just written)."""
         first = self.generate(requests)
         if not fmt.followup or fmt.mode != "completion":
             return first
         heads = [c.text.split("\n", 1)[0] for c in first]
         todo = [i for i, c in enumerate(first) if c.ok]
-        second = self.generate([Request.completion(requests[i].prompt + heads[i] + fmt.followup, requests[i].params)
+        followups = {i: fmt.followup.replace("{seed}", seeds[i](heads[i]) if seeds else "") for i in todo}
+        second = self.generate([Request.completion(requests[i].prompt + heads[i] + followups[i], requests[i].params)
                                 for i in todo])
         out = list(first)
         for i, c in zip(todo, second):
-            text = heads[i] + fmt.followup + c.text
+            text = heads[i] + followups[i] + c.text
             out[i] = dataclasses.replace(c, text=text, error=c.error,
                                          prompt_tokens=first[i].prompt_tokens + c.prompt_tokens,
                                          completion_tokens=first[i].completion_tokens + c.completion_tokens)

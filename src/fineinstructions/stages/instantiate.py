@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
-from fineinstructions.excerpts import expand_excerpts
+from fineinstructions.excerpts import close_open_excerpt, expand_excerpts, seed_words
 from fineinstructions.llm import LLMConfig, fingerprint, preflight
 from fineinstructions.llm.base import Completion
 from fineinstructions.parsing import is_null_answer
@@ -48,6 +49,9 @@ class InstantiateConfig(DocumentOptions):
         None, "show the model at most this many characters of each document, centred on the chunk that matched "
               "(default: the whole document)")
     min_grounding: float = option(0.8, "min share of the answer's characters copied from the document by excerpts")
+    best_of: int = option(1, "candidates per pair (1 greedy + n-1 sampled); the first that passes every check is kept")
+    temperature: float = option(0.8, "sampling temperature of the extra candidates")
+    seed: int = option(0, "seed of the sampled candidates")
     batch_size: int = option(4, "documents per generate call (each brings its matched templates)")
     llm: LLMConfig = option(factory=LLMConfig)
 
@@ -89,8 +93,12 @@ class Instantiator(LLMStep):
         super().__init__(cfg.output, cfg.llm, cfg.tasks, cfg.workers, **kw)
         self.cfg, self.k, self.batch_size = cfg, k, cfg.batch_size
         self.format = resolve_format("instantiate", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
-        self.params = self.format.sampling(max_tokens=cfg.max_tokens)
-        self.prompt_fingerprint = fingerprint(self.format.fingerprint, self.params.to_dict(), cfg.max_document_chars)
+        self.params = [self.format.sampling(max_tokens=cfg.max_tokens)] + [
+            self.format.sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed + k)
+            for k in range(1, cfg.best_of)
+        ]
+        self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
+                                              cfg.max_document_chars)
 
     def setup(self, rank: int) -> None:
         world = self.cfg.tasks
@@ -124,9 +132,15 @@ class Instantiator(LLMStep):
                     continue
                 window = document_window(row["text"], m["chunk"], self.k, self.cfg.max_document_chars)
                 jobs.append((base, window))
-                requests.append(self.format.render({"template": base["template"], "document": window}, self.params))
-        for (base, window), c in zip(jobs, self.generate_format(self.format, requests)):
-            fields, reason = self.evaluate(c, {**base, "model_id": self.model_id}, window)
+                requests += [self.format.render({"template": base["template"], "document": window}, p)
+                             for p in self.params]
+        seeds = [partial(seed_words, window) for _, window in jobs for _ in self.params]
+        completions = self.generate_format(self.format, requests, seeds)
+        n = len(self.params)
+        for j, (base, window) in enumerate(jobs):
+            judged = [self.evaluate(c, {**base, "model_id": self.model_id}, window) for c in completions[j * n:(j + 1) * n]]
+            # the first candidate that passes; otherwise the greedy answer's reason speaks for the pair
+            fields, reason = next(((f, r) for f, r in judged if r is None), judged[0])
             if fields.get("grounding") is not None:
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason
@@ -153,7 +167,7 @@ class Instantiator(LLMStep):
         base["answer_raw"] = answer.strip()
         if ANY_TAG.search(instruction):
             return base, "unfilled_slot"
-        expansion = expand_excerpts(answer.strip(), window)
+        expansion = expand_excerpts(close_open_excerpt(answer.strip()), window)
         base["excerpts"] = expansion.excerpts
         if expansion.reason:
             return base, expansion.reason
@@ -175,6 +189,8 @@ def run(cfg: InstantiateConfig) -> StageSummary:
             raise UserError(f"no part-*.parquet shards in {folder}: run the {stage} stage first")
     if not 0.0 <= cfg.min_grounding <= 1.0:
         raise UserError("--min-grounding must be between 0 and 1")
+    if cfg.best_of < 1:
+        raise UserError("--best-of must be at least 1")
     match_meta = Path(cfg.input) / "stage.json"
     k = json.loads(match_meta.read_text()).get("k", 5) if match_meta.is_file() else 5
     reader = open_documents(cfg.documents, cfg.format, cfg.text_column, cfg.id_column, cfg.limit, cfg.hf_split)
