@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +15,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
 from openai_stub_server import StubServer  # noqa: E402,F401
 
 from fineinstructions.llm import LLMConfig  # noqa: E402
+
+
+@contextmanager
+def serving(responder: Callable[[str], str]) -> Iterator[StubServer]:
+    """A real stub OpenAI server on 127.0.0.1 whose 'model' answers with `responder(last user text)`."""
+    server = StubServer().start()
+    server.responder = responder
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def stub_llm(stub) -> LLMConfig:

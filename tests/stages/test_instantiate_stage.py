@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from llm_stage_helpers import StubServer, stub_llm, table, write_jsonl, write_shard
+from llm_stage_helpers import serving, stub_llm, table, write_jsonl, write_shard
 
 from fineinstructions import schemas
 from fineinstructions.errors import UserError
@@ -42,10 +42,8 @@ def scripted(text: str) -> str:
 
 @pytest.fixture
 def stub():
-    server = StubServer().start()
-    server.responder = scripted
-    yield server
-    server.stop()
+    with serving(scripted) as server:
+        yield server
 
 
 def setup_inputs(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from llm_stage_helpers import StubServer, stub_llm, table, write_shard
+from llm_stage_helpers import serving, stub_llm, table, write_shard
 
 from fineinstructions import schemas
 from fineinstructions.errors import UserError
@@ -28,10 +28,8 @@ def verdict(text: str) -> str:
 
 @pytest.fixture
 def stub():
-    server = StubServer().start()
-    server.responder = verdict
-    yield server
-    server.stop()
+    with serving(verdict) as server:
+        yield server
 
 
 def pairs(tmp_path) -> str:

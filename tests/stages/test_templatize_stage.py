@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -22,12 +21,7 @@ from fineinstructions.stages.queries import run as run_queries
 from fineinstructions.stages.templatize import Templatizer, TemplatizeConfig, run
 from fineinstructions.templates import validate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
-from openai_stub_server import StubServer  # noqa: E402
-
-
-def table(folder, sub=""):
-    return [r for p in sorted((Path(folder) / sub).glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+from llm_stage_helpers import serving, table
 
 
 def make_queries(tmp_path, queries, shards=1) -> str:
@@ -54,10 +48,8 @@ def slot_last_word(query: str, delay: float = 0.0) -> str:
 
 @pytest.fixture
 def stub():
-    server = StubServer().start()
-    server.responder = slot_last_word
-    yield server
-    server.stop()
+    with serving(slot_last_word) as server:
+        yield server
 
 
 def stub_config(stub, queries_dir, out, **kw) -> TemplatizeConfig:

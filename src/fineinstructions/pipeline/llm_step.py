@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fineinstructions.llm import LLMConfig, make_backend
-from fineinstructions.llm.base import Completion, Request
+from fineinstructions.llm.base import Completion, Request, SamplingParams
 from fineinstructions.prompts import PromptFormat
 from fineinstructions.pipeline.step import StageStep
 
@@ -84,6 +84,22 @@ class LLMStep(StageStep):
                                          prompt_tokens=first[i].prompt_tokens + c.prompt_tokens,
                                          completion_tokens=first[i].completion_tokens + c.completion_tokens)
         return out
+
+
+def candidate_params(fmt: PromptFormat, max_tokens: int | None, best_of: int, temperature: float,
+                     seed: int) -> list[SamplingParams]:
+    """Sampling settings of the `best_of` candidates per input: the format's greedy default, then seeded samples.
+
+    Small models fail validation often; drawing a few candidates and keeping the first that passes every check
+    (`first_passing`) is the cheapest way to lift their yield."""
+    return [fmt.sampling(max_tokens=max_tokens)] + [
+        fmt.sampling(max_tokens=max_tokens, temperature=temperature, seed=seed + k) for k in range(1, best_of)
+    ]
+
+
+def first_passing(outcomes: Sequence[tuple[dict, str | None]]) -> tuple[dict, str | None]:
+    """The first candidate with no reject reason; if none passes, the greedy (first) one speaks for the input."""
+    return next((o for o in outcomes if o[1] is None), outcomes[0])
 
 
 def resolve_format(stage: str, name: str, llm: LLMConfig, chat: str, completion: str):

@@ -30,7 +30,7 @@ from fineinstructions.llm import LLMConfig, fingerprint, preflight
 from fineinstructions.llm.base import Completion
 from fineinstructions.parsing import is_null_answer
 from fineinstructions.pipeline.documents import DocumentOptions, group_by, open_documents, rank_shards
-from fineinstructions.pipeline.llm_step import LLMStep, llm_settings, resolve_format
+from fineinstructions.pipeline.llm_step import LLMStep, candidate_params, first_passing, llm_settings, resolve_format
 from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome
 from fineinstructions.pipeline.summary import StageSummary
@@ -93,10 +93,7 @@ class Instantiator(LLMStep):
         super().__init__(cfg.output, cfg.llm, cfg.tasks, cfg.workers, **kw)
         self.cfg, self.k, self.batch_size = cfg, k, cfg.batch_size
         self.format = resolve_format("instantiate", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
-        self.params = [self.format.sampling(max_tokens=cfg.max_tokens)] + [
-            self.format.sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed + k)
-            for k in range(1, cfg.best_of)
-        ]
+        self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
                                               cfg.max_document_chars)
 
@@ -139,8 +136,7 @@ class Instantiator(LLMStep):
         n = len(self.params)
         for j, (base, window) in enumerate(jobs):
             judged = [self.evaluate(c, {**base, "model_id": self.model_id}, window) for c in completions[j * n:(j + 1) * n]]
-            # the first candidate that passes; otherwise the greedy answer's reason speaks for the pair
-            fields, reason = next(((f, r) for f, r in judged if r is None), judged[0])
+            fields, reason = first_passing(judged)
             if fields.get("grounding") is not None:
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason

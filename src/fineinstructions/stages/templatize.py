@@ -18,7 +18,7 @@ from fineinstructions.llm import LLMConfig, fingerprint, preflight
 from fineinstructions.llm.base import Completion
 from fineinstructions.pipeline.dedup import DedupStep
 from fineinstructions.pipeline.runner import StageOptions, run_stage, stage_input
-from fineinstructions.pipeline.llm_step import LLMStep, llm_settings, resolve_format
+from fineinstructions.pipeline.llm_step import LLMStep, candidate_params, first_passing, llm_settings, resolve_format
 from fineinstructions.pipeline.step import Outcome
 from fineinstructions.pipeline.summary import StageSummary
 from fineinstructions.templates import ANY_TAG, alignment, num_slots, validate
@@ -51,11 +51,7 @@ class Templatizer(LLMStep):
         self.cfg = cfg
         self.batch_size = cfg.batch_size
         self.format = resolve_format("templatize", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
-        greedy = self.format.sampling(max_tokens=cfg.max_tokens)
-        self.params = [greedy] + [
-            self.format.sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed + k)
-            for k in range(1, cfg.best_of)
-        ]
+        self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params])
 
     def process(self, rows: list[dict]) -> Iterable[Outcome]:
@@ -87,18 +83,17 @@ class Templatizer(LLMStep):
         return {**fields, "compatible_document_description": normalize_whitespace(description)}, None
 
     def pick(self, row: dict, candidates: list[Completion]) -> Outcome:
-        judged = [self.judge_candidate(row, c) for c in candidates]
-        for fields, reason in judged:
-            if reason is None:
-                template = fields["template"]
-                fields.pop("raw_output")
-                return {
-                    **fields,
-                    "template_id": stable_hash(dedup_key(template)),
-                    "num_slots": num_slots(template),
-                    "alignment": alignment(template, row["query"]).precision,
-                }, None
-        return judged[0]  # the greedy answer's reason speaks for the query
+        fields, reason = first_passing([self.judge_candidate(row, c) for c in candidates])
+        if reason is not None:
+            return fields, reason
+        fields.pop("raw_output")
+        template = fields["template"]
+        return {
+            **fields,
+            "template_id": stable_hash(dedup_key(template)),
+            "num_slots": num_slots(template),
+            "alignment": alignment(template, row["query"]).precision,
+        }, None
 
 
 def _template_key(row: dict) -> str:
