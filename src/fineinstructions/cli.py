@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fineinstructions {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for spec in recipe.STAGES:
+    for spec in recipe.STAGES + recipe.COMMANDS:
         p = sub.add_parser(spec.name, help=spec.help, description=f"Stage {spec.name}: {spec.help}.", epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", help="YAML file whose keys are this stage's flag names (flags override it)")

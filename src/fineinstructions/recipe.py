@@ -16,7 +16,7 @@ from typing import Any
 from fineinstructions.config import build, merge
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.stages import budget, index, instantiate, judge, match, queries, templatize
+from fineinstructions.stages import budget, index, instantiate, judge, match, queries, rephrase, templatize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,12 @@ STAGES: list[StageSpec] = [
               (("input", "judge"), *_DOCUMENTS)),
 ]
 BY_NAME = {s.name: s for s in STAGES}
+
+#: stages outside the recipe's run (baselines, training, evaluation): their own CLI commands
+COMMANDS: list[StageSpec] = [
+    StageSpec("rephrase", rephrase.RephraseConfig, rephrase.run,
+              "documents → WRAP-style question-answer rewrites (the baseline synthetic recipe)"),
+]
 
 
 def stage_configs(config: dict[str, Any], output: str, overrides: dict[str, Any] | None = None) -> list[tuple[StageSpec, Any]]:

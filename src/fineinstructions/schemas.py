@@ -10,6 +10,7 @@ instantiate/ pair_id, document_id, template_id, chunk, match_score, template, in
 judge/       the instantiate columns + score, judgement, judge_model_id, judge_prompt_fingerprint (kept: score >= min)
 budget/instructions/  text, document_id, pair_id, num_tokens      (the instruction corpus)
 budget/standard/      text, document_id, num_tokens               (the same documents as a standard corpus)
+rephrase/    text, document_id, chunk, model_id, prompt_fingerprint    (WRAP-style baseline corpus)
 rejects/     the stage's input columns (as far as known) + reason (+ raw_output for LLM stages)
 """
 
@@ -132,3 +133,8 @@ STANDARD_CORPUS = pa.schema([("text", pa.string()), ("document_id", pa.string())
 
 BUDGET_REJECTS = pa.schema([("document_id", pa.string()), ("pair_id", pa.string()), ("num_tokens", pa.int32()),
                             ("reason", pa.string())])
+
+REPHRASED = pa.schema([("text", pa.string()), ("document_id", pa.string()), ("chunk", pa.int32()),
+                       ("model_id", pa.string()), ("prompt_fingerprint", pa.string())])
+
+REPHRASE_REJECTS = pa.schema([*REPHRASED, ("reason", pa.string())])

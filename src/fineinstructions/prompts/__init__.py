@@ -26,7 +26,7 @@ from fineinstructions.parsing import extract_json_object
 class PromptFormat:
     name: str
     mode: str  # "chat" | "completion"
-    parser: str  # "json" | "fields"
+    parser: str  # "json" | "fields" | "text" (the whole answer is the single field)
     fields: dict[str, str]  # output field -> JSON key ("json"; "a|b" = first key present) or line label ("fields")
     user: str = ""  # str.format template over the input (and over each example)
     #: instead of `user`: the user turn is this JSON object, {key: input field} (the released models' contract)
@@ -81,6 +81,9 @@ class PromptFormat:
 
     def parse(self, text: str) -> dict[str, Any] | None:
         """The answer's fields (None when they can't be found)."""
+        if self.parser == "text":  # the whole answer is the one field (e.g. a rephrased document)
+            full = (self.answer_prefix + " " if self.answer_prefix else "") + text.strip()
+            return {next(iter(self.fields)): full.strip()} if text.strip() else None
         if self.parser == "json":
             obj = extract_json_object(text)
             if obj is None:
@@ -127,6 +130,6 @@ def load_format(stage: str, name_or_path: str) -> PromptFormat:
         raise UserError(f"prompt format {name_or_path!r} is malformed: {e}") from e
     if fmt.user_json is None and not fmt.user:
         raise UserError(f"prompt format {name_or_path!r}: give `user` (a text template) or `user_json`")
-    if fmt.mode not in ("chat", "completion") or fmt.parser not in ("json", "fields"):
-        raise UserError(f"prompt format {name_or_path!r}: mode must be chat|completion and parser json|fields")
+    if fmt.mode not in ("chat", "completion") or fmt.parser not in ("json", "fields", "text"):
+        raise UserError(f"prompt format {name_or_path!r}: mode must be chat|completion and parser json|fields|text")
     return fmt
