@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="restart stages whose settings changed")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     run.set_defaults(func=_run_recipe)
+    exp = sub.add_parser("experiment", help="pre-train one model per arm and seed at equal tokens, evaluate, compare",
+                         description="From a finished run: train standard / fineinstructions / wrap arms with the "
+                         "same token budget, model and tokenizer over several seeds, evaluate on held-out real "
+                         "questions, write DIR/results.md, results.json and results.png. Resumable.")
+    exp.add_argument("config", help="experiment config (YAML); see src/fineinstructions/data/experiment-toy.yaml")
+    exp.add_argument("--output", required=True, help="experiment directory")
+    exp.set_defaults(func=_run_experiment)
     demo = sub.add_parser("demo", help="the recipe on the bundled sample with the embedded default model (CPU, offline)",
                           description="Run the whole configured recipe on real queries shipped with the package, "
                           "using SmolLM2-135M-Instruct on the CPU.")
@@ -63,7 +70,7 @@ def _run_stage(args: argparse.Namespace) -> None:
     values = {k: v for k, v in vars(args).items() if k not in ("spec", "func", "command", "config")}
     cfg = from_sources(spec.config, load_yaml(args.config), values, where=f"{spec.name} config")
     summary = spec.run(cfg)
-    print(summary.render())
+    print(summary.render() if hasattr(summary, "render") else json.dumps(summary, indent=2, default=str))
 
 
 def _run_recipe(args: argparse.Namespace) -> None:
@@ -73,6 +80,14 @@ def _run_recipe(args: argparse.Namespace) -> None:
     print(render_run(summaries, time.time() - start))
     with open(f"{args.output}/run_summary.json", "w") as f:
         json.dump([s.to_dict() for s in summaries], f, indent=2)
+
+
+def _run_experiment(args: argparse.Namespace) -> None:
+    from fineinstructions.experiment import load_config, run_experiment
+
+    run_experiment(load_config(load_yaml(args.config)), args.output)
+    print(open(f"{args.output}/results.md", encoding="utf-8").read())
+    print(f"results: {args.output}/results.md, results.json, results.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

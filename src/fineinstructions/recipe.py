@@ -16,7 +16,7 @@ from typing import Any
 from fineinstructions.config import build, merge
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.stages import budget, index, instantiate, judge, match, queries, rephrase, templatize
+from fineinstructions.stages import budget, index, instantiate, judge, match, pretrain, queries, rephrase, templatize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,8 @@ BY_NAME = {s.name: s for s in STAGES}
 COMMANDS: list[StageSpec] = [
     StageSpec("rephrase", rephrase.RephraseConfig, rephrase.run,
               "documents → WRAP-style question-answer rewrites (the baseline synthetic recipe)"),
+    StageSpec("pretrain", pretrain.PretrainConfig, pretrain.run,
+              "train a Llama-style model from scratch on a corpus with an exact token budget"),
 ]
 
 

@@ -106,7 +106,9 @@ def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: Tra
     continues exactly where it stopped. Returns the run summary (also in `out_dir/train_summary.json`).
     """
     from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar (ours) per run, not one per checkpoint write
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = _dist()

@@ -1,0 +1,1 @@
+"""Evaluating pre-trained checkpoints on real human question→answer pairs."""

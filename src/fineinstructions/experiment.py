@@ -1,0 +1,173 @@
+"""`fineinstructions experiment CONFIG --output DIR`: the paper's comparison, token for token, on your corpus.
+
+From one finished `run` (its `budget/standard` and `budget/instructions` corpora) it builds the arms, trains one
+model per arm and seed with the same token budget, model shape, initial weights (same seed) and one shared
+tokenizer, evaluates every model on held-out human question → answer pairs with the same prompt, and writes
+
+    DIR/results.json, DIR/results.md    mean ± std over seeds per arm (answer NLL, bits/byte, EM, F1, final loss)
+    DIR/results.png                     loss curves (mean over seeds) and the metrics with error bars
+    DIR/arms/<arm>/seed<k>/             each training run (resumable: rerun the command to continue)
+
+Arms: `standard` (the documents), `fineinstructions` (the recipe's pairs), `wrap` (WRAP-style QA rephrasings of
+the same documents by the same LLM engine, made with the `rephrase` stage unless a corpus is given).
+The tokenizer is trained once on all arms' corpora together, so token counts mean the same thing in every arm.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fineinstructions.config import build, option
+from fineinstructions.errors import UserError
+from fineinstructions.llm import LLMConfig
+from fineinstructions.pretrain.loop import TrainOptions
+
+ARMS = ("standard", "fineinstructions", "wrap")
+METRICS = ("nll_per_token", "bits_per_byte", "exact_match", "f1", "final_loss")
+
+
+@dataclass
+class WrapOptions:
+    prompt_format: str = option("auto", "rephrase prompt format (qa | qa-completion | YAML path)")
+    chunk_chars: int = option(1200, "characters per rephrased chunk")
+    limit: int = option(-1, "rephrase at most this many documents (-1: all)")
+    llm: LLMConfig = option(factory=LLMConfig)
+
+
+@dataclass
+class ExperimentConfig:
+    run: str | None = option(None, "a finished `fineinstructions run` folder (uses budget/standard, "
+                                   "budget/instructions)")
+    arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "arms to train"})
+    corpora: dict[str, str] = field(default_factory=dict, metadata={"help": "arm -> corpus path (overrides run)"})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one model per arm and seed"})
+    tokenizer: str | None = option(None, "HF tokenizer name/dir; default: a BPE trained on all arms' corpora")
+    vocab_size: int = option(8192, "vocabulary of the shared BPE")
+    loss_on: str = option("all", "loss targets for every arm: all | answer", ("all", "answer"))
+    qa: str | None = option(None, "held-out question → answer jsonl (query, answers)")
+    eval_limit: int = option(200, "questions evaluated per model (a seeded sample)")
+    max_new_tokens: int = option(24, "tokens generated per answer")
+    train: TrainOptions = option(factory=TrainOptions)
+    wrap: WrapOptions = option(factory=WrapOptions)
+    progress: bool = option(True, "progress bars")
+
+
+def load_config(values: dict[str, Any]) -> ExperimentConfig:
+    cfg = build(ExperimentConfig, values, where="experiment config")
+    unknown = sorted(set(cfg.arms) - set(ARMS))
+    if unknown:
+        raise UserError(f"unknown arm(s) {', '.join(unknown)}; arms are: {', '.join(ARMS)}")
+    if not cfg.seeds:
+        raise UserError("experiment needs at least one seed")
+    if not cfg.qa or not Path(cfg.qa).is_file():
+        raise UserError(f"experiment needs qa: a jsonl of held-out questions with answers (got {cfg.qa!r})")
+    return cfg
+
+
+def corpus_for(arm: str, cfg: ExperimentConfig, out: Path) -> str:
+    """Where an arm's training text is; the wrap arm is made here (rephrase stage, resumable) when not given."""
+    if arm in cfg.corpora:
+        return cfg.corpora[arm]
+    if arm == "wrap":
+        from fineinstructions.stages.rephrase import RephraseConfig
+        from fineinstructions.stages.rephrase import run as rephrase
+
+        w = cfg.wrap
+        rephrase(RephraseConfig(input=corpus_for("standard", cfg, out), output=str(out / "wrap"), format="parquet",
+                                id_column="document_id", limit=w.limit, prompt_format=w.prompt_format,
+                                chunk_chars=w.chunk_chars, llm=w.llm, progress=cfg.progress))
+        return str(out / "wrap")
+    if not cfg.run:
+        raise UserError(f"arm {arm}: give `run:` (a finished run folder) or `corpora: {{{arm}: PATH}}`")
+    path = Path(cfg.run) / "budget" / ("standard" if arm == "standard" else "instructions")
+    if not sorted(path.glob("part-*.parquet")):
+        raise UserError(f"arm {arm}: no corpus in {path} (finish the run's budget stage first)")
+    return str(path)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
+    from fineinstructions.evaluate.scoring import evaluate_model
+    from fineinstructions.pretrain.data import read_texts
+    from fineinstructions.stages.pretrain import PretrainConfig, tokenizer_for
+    from fineinstructions.stages.pretrain import run as pretrain
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    corpora = {arm: corpus_for(arm, cfg, out) for arm in cfg.arms}
+    for arm, path in corpora.items():
+        try:
+            next(read_texts(path))
+        except StopIteration:
+            raise UserError(f"arm {arm}: its corpus {path} has no text") from None
+    base = PretrainConfig(tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size, loss_on=cfg.loss_on,
+                          progress=cfg.progress, **asdict(cfg.train))
+    tokenizer = tokenizer_for(base, list(corpora.values()), out / "tokenizer")
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in cfg.arms}
+    for arm, path in corpora.items():
+        for seed in cfg.seeds:
+            where = out / "arms" / arm / f"seed{seed}"
+            pc = PretrainConfig(**{**asdict(base), "input": path, "output": str(where), "seed": seed})
+            trained = pretrain(pc, tokenizer=tokenizer)
+            metrics = evaluate_model(where / "model", cfg.qa, limit=cfg.eval_limit, seed=0,
+                                     max_new_tokens=cfg.max_new_tokens)
+            log = [json.loads(line) for line in (where / "loss.jsonl").open()]
+            runs[arm].append({"seed": seed, "final_loss": trained["final_loss"], "tokens": trained["tokens"],
+                              "corpus_tokens": trained["data"]["tokens"], "loss_curve": log,
+                              **{k: metrics[k] for k in ("nll_per_token", "bits_per_byte", "exact_match", "f1")},
+                              "examples": metrics["examples"]})
+    results = {"arms": {arm: {m: mean_std([r[m] for r in rs]) for m in METRICS} for arm, rs in runs.items()},
+               "runs": runs, "corpora": corpora, "seeds": cfg.seeds, "qa": cfg.qa, "eval_limit": cfg.eval_limit,
+               "train": asdict(cfg.train), "loss_on": cfg.loss_on}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "results.md").write_text(results_table(results))
+    plot(results, out / "results.png")
+    return results
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per arm, mean ± std over seeds; lower is better for NLL, bits/byte and loss."""
+    any_runs = next(iter(results["runs"].values()))
+    lines = [f"Seeds {results['seeds']}; {any_runs[0]['tokens']:,} training tokens per model; "
+             f"{results['eval_limit']} questions from {Path(results['qa']).name}.", "",
+             "| arm | corpus tokens | answer NLL/token ↓ | bits/byte ↓ | EM ↑ | F1 ↑ | final train loss |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for arm, m in results["arms"].items():
+        cells = [f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in METRICS]
+        corpus = results["runs"][arm][0]["corpus_tokens"]
+        lines.append(f"| {arm} | {corpus:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(results["arms"])
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for arm in arms:
+        curves = [r["loss_curve"] for r in results["runs"][arm]]
+        steps = min(len(c) for c in curves)
+        xs = [curves[0][i]["tokens"] for i in range(steps)]
+        ys = [statistics.fmean(c[i]["loss"] for c in curves) for i in range(steps)]
+        axes[0].plot(xs, ys, label=arm)
+    axes[0].set(title="training loss (mean over seeds)", xlabel="tokens")
+    axes[0].legend()
+    for ax, metric, title in zip(axes[1:], ("bits_per_byte", "exact_match", "f1"),
+                                 ("answer bits/byte (lower is better)", "exact match", "token F1")):
+        means = [results["arms"][a][metric][0] for a in arms]
+        stds = [results["arms"][a][metric][1] for a in arms]
+        ax.bar(arms, means, yerr=stds, capsize=4, color=["C0", "C1", "C2"][:len(arms)])
+        ax.set(title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

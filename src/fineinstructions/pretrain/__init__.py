@@ -1,0 +1,1 @@
+"""Pre-training from scratch on a corpus: tokenizer, packed data, model, training loop."""
