@@ -51,9 +51,11 @@ class TrainOptions:
 
 def masked_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(sum of next-token losses over targets, number of targets); positions labelled -100 contribute nothing."""
-    shift_logits = logits[:, :-1].reshape(-1, logits.size(-1)).float()
-    shift_labels = labels[:, 1:].reshape(-1)
-    loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+    # shift the labels, not the logits: slicing the logits would copy the largest tensor of the step
+    shift_labels = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)
+    flat = logits.reshape(-1, logits.size(-1))
+    loss = F.cross_entropy(flat if flat.dtype == torch.float32 else flat.float(), shift_labels, ignore_index=-100,
+                           reduction="sum")
     return loss, int((shift_labels != -100).sum())
 
 
