@@ -51,6 +51,8 @@ def test_experiment_end_to_end_tiny(tmp_path):
             mean, std = results["arms"][arm][k]
             assert mean == pytest.approx(sum(r[k] for r in runs) / 2) and std >= 0
         assert (out / "arms" / arm / "seed1" / "model" / "config.json").is_file()
+        # the arm's corpus is packed once and shared by its seeds
+        assert (out / "arms" / arm / "data" / "stats.json").is_file() and not (out / "arms" / arm / "seed0" / "data").exists()
     assert (out / "tokenizer" / "tokenizer.json").is_file() and (out / "wrap" / "part-00000.parquet").is_file()
     table = (out / "results.md").read_text()
     assert "| standard |" in table and "| wrap |" in table and " ± " in table

@@ -114,7 +114,8 @@ def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
     for arm, path in corpora.items():
         for seed in cfg.seeds:
             where = out / "arms" / arm / f"seed{seed}"
-            pc = PretrainConfig(**{**asdict(base), "input": path, "output": str(where), "seed": seed})
+            pc = PretrainConfig(**{**asdict(base), "input": path, "output": str(where), "seed": seed,
+                                   "data_dir": str(out / "arms" / arm / "data")})  # packed once per arm
             trained = pretrain(pc, tokenizer=tokenizer)
             metrics = evaluate_model(where / "model", cfg.qa, limit=cfg.eval_limit, seed=0,
                                      max_new_tokens=cfg.max_new_tokens)

@@ -32,6 +32,8 @@ class PretrainConfig(TrainOptions):
     tokenizer: str | None = option(None, "HF tokenizer name or directory; default: train a byte-level BPE on the corpus")
     vocab_size: int = option(8192, "vocabulary of the BPE trained when --tokenizer is not given")
     loss_on: str = option("all", "loss targets: every token, or only answer tokens after 'Answer:'", ("all", "answer"))
+    data_dir: str | None = option(None, "where the packed data is cached (default: OUTPUT/data); runs that share "
+                                        "a corpus and settings can share it")
     progress: bool = option(True, "show a progress bar")
 
 
@@ -61,7 +63,8 @@ def run(cfg: PretrainConfig, tokenizer=None) -> dict[str, Any]:
     out = Path(cfg.output)
     tok = tokenizer or tokenizer_for(cfg, [cfg.input], out / "tokenizer")
     try:
-        data = build_dataset(cfg.input, tok, cfg.seq_len, cfg.loss_on, cfg.text_column, cfg.limit, out=out / "data")
+        data = build_dataset(cfg.input, tok, cfg.seq_len, cfg.loss_on, cfg.text_column, cfg.limit,
+                             out=Path(cfg.data_dir) if cfg.data_dir else out / "data")
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
     if len(data.input_ids) == 0:
