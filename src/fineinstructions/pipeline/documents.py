@@ -23,17 +23,25 @@ from fineinstructions.pipeline.runner import StageOptions
 
 
 @dataclass
-class DocumentOptions(StageOptions):
-    """Where the documents are; in a run these default to the `match` stage's input and columns."""
+class DocumentColumns(StageOptions):
+    """How to read documents: every stage that reads them (match, rephrase, instantiate, budget) has these flags."""
 
-    documents: str | None = option(None, "the documents (jsonl/parquet/csv file or folder, or an HF dataset): "
-                                         "the match stage's input")
     format: str | None = option(None, "document input format (default: from the file extension)",
                                 ("jsonl", "parquet", "csv", "hf"))
     text_column: str = option("text", "column holding the document text")
     id_column: str = option("id", "column holding the document id")
     hf_split: str = option("train", "split to read when the input is a Hugging Face dataset")
-    limit: int = option(-1, "read at most this many documents per task (-1: all); keep it equal to match's")
+    limit: int = option(-1, "read at most this many documents per task (-1: all); stages after match need "
+                            "match's value (a run passes it on)")
+
+
+@dataclass
+class DocumentOptions(DocumentColumns):
+    """Where the documents are, for stages whose --input is an earlier stage's output; in a run these default to
+    the `match` stage's input and columns."""
+
+    documents: str | None = option(None, "the documents (jsonl/parquet/csv file or folder, or an HF dataset): "
+                                         "the match stage's input")
 
 
 def open_documents(path: str, fmt: str | None, text_column: str, id_column: str, limit: int = -1,

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
-from fineinstructions.pipeline.documents import open_documents
-from fineinstructions.pipeline.runner import StageOptions, run_stage
+from fineinstructions.pipeline.documents import DocumentColumns, open_documents
+from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome, StageStep
 from fineinstructions.pipeline.summary import StageSummary
 from fineinstructions.sampling import Candidate, draw, slot_distribution
@@ -33,14 +33,8 @@ DEFAULT_THRESHOLD = 0.35
 
 
 @dataclass
-class MatchConfig(StageOptions):
+class MatchConfig(DocumentColumns):
     index: str | None = option(None, "output folder of the index stage")
-    format: str | None = option(None, "document input format (default: from the file extension)",
-                                ("jsonl", "parquet", "csv", "hf"))
-    text_column: str = option("text", "column holding the document text")
-    id_column: str = option("id", "column holding the document id")
-    limit: int = option(-1, "read at most this many documents per task (-1: all)")
-    hf_split: str = option("train", "split to read when the input is a Hugging Face dataset")
     threshold: float = option(DEFAULT_THRESHOLD, "min cosine for a template to be a candidate (paper: 0.865 for its "
                                                  "fine-tuned BGE-M3 embedder)")
     templates_per_document: int = option(6, "templates drawn per document")

@@ -16,20 +16,14 @@ from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.llm import LLMConfig, fingerprint, preflight
-from fineinstructions.pipeline.documents import open_documents
+from fineinstructions.pipeline.documents import DocumentColumns, open_documents
 from fineinstructions.pipeline.llm_step import LLMStep, llm_settings, resolve_format
-from fineinstructions.pipeline.runner import StageOptions, run_stage
+from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome
 from fineinstructions.pipeline.summary import StageSummary
 
 @dataclass
-class RephraseConfig(StageOptions):
-    format: str | None = option(None, "document input format (default: from the file extension)",
-                                ("jsonl", "parquet", "csv", "hf"))
-    text_column: str = option("text", "column holding the document text")
-    id_column: str = option("id", "column holding the document id")
-    hf_split: str = option("train", "split to read when the input is a Hugging Face dataset")
-    limit: int = option(-1, "read at most this many documents per task (-1: all)")
+class RephraseConfig(DocumentColumns):
     prompt_format: str = option("auto", "qa | qa-completion | path to a YAML format; auto = qa-completion for the "
                                         "embedded default model, qa otherwise")
     chunk_chars: int = option(1200, "characters per rephrased chunk (WRAP rephrases ~300-token pieces)")
