@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fineinstructions.cli import main
 from fineinstructions.errors import UserError
 from fineinstructions.experiment import load_config, run_experiment
 
@@ -31,19 +32,34 @@ def fake_run(root: Path) -> Path:
     return root
 
 
+def model(text: str) -> str:
+    """The stub LLM: rephrases for the wrap arm; as the pairwise judge it prefers the alphabetically first answer
+    (a consistent judge, so position swapping leaves clear wins and losses)."""
+    if "Which answer is better?" in text:
+        first = text.split("Answer A:\n", 1)[1].split("\n\nAnswer B:\n", 1)[0]
+        second = text.split("\n\nAnswer B:\n", 1)[1].split("\n\nWhich answer", 1)[0]
+        return "A" if first <= second else "B"
+    return "Question: Which city?\nAnswer: " + text.split(":")[-1].split(".")[0].strip()
+
+
 def test_experiment_end_to_end_tiny(tmp_path):
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps({"query": f"what is the capital of {c}", "answers": [city]}) + "\n"
                           for city, c in FACTS))
-    with serving(lambda text: "Question: Which city?\nAnswer: " + text.split(":")[-1].split(".")[0].strip()) as stub:
+    out = tmp_path / "exp"
+    with serving(model) as stub:
         cfg = load_config({
             "run": str(fake_run(tmp_path / "run")), "seeds": [0, 1], "vocab_size": 320, "qa": str(qa),
-            "eval_limit": 5, "max_new_tokens": 4, "progress": False,
+            "eval_limit": 5, "max_new_tokens": 4, "progress": False, "pairwise": True, "judge": vars(stub_llm(stub)),
             "train": {"preset": "tiny", "seq_len": 32, "batch_size": 2, "max_tokens": 320, "warmup_steps": 1},
             "wrap": {"prompt_format": "qa", "llm": vars(stub_llm(stub))},
         })
-        results = run_experiment(cfg, str(tmp_path / "exp"))
-    out = tmp_path / "exp"
+        results = run_experiment(cfg, str(out))
+        # the standalone command on two of the checkpoints, judged by the same server
+        assert main(["evaluate", "--model", str(out / "arms/fineinstructions/seed0/model"), "--qa", str(qa),
+                     "--output", str(tmp_path / "eval"), "--max-new-tokens", "4",
+                     "--against", str(out / "arms/standard/seed0/model"), "--judge-backend", "openai",
+                     "--judge-base-url", stub.url, "--judge-model", "stub"]) == 0
     assert set(results["arms"]) == {"standard", "fineinstructions", "wrap"}
     for arm, runs in results["runs"].items():
         assert [r["seed"] for r in runs] == [0, 1] and all(r["tokens"] == 320 for r in runs)  # equal budgets
@@ -58,6 +74,20 @@ def test_experiment_end_to_end_tiny(tmp_path):
     assert "| standard |" in table and "| wrap |" in table and " ± " in table
     assert (out / "results.png").stat().st_size > 1000
     assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]
+    # pairwise: every non-standard run was judged against the standard run of its seed, on all 5 questions
+    for arm in ("fineinstructions", "wrap"):
+        for r in results["runs"][arm]:
+            p = r["pairwise"]  # identical answers are ties (the stub picks A in both orders), the rest decided
+            assert p["n"] == 5 and p["wins_a"] + p["wins_b"] + p["ties"] == 5 and p["unparseable"] == 0
+            assert r["win_rate_vs_standard"] == (p["wins_a"] + 0.5 * p["ties"]) / 5
+    assert "standard" not in [a for a, m in results["arms"].items() if "win_rate_vs_standard" in m]
+    assert "win rate vs standard" in table and (out / "arms/wrap/seed1/eval/predictions.jsonl").is_file()
+    # evaluate: the same scores as inside the experiment (same questions, same greedy decoding)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    inside = results["runs"]["fineinstructions"][0]
+    assert metrics["n"] == 5 and metrics["nll_per_token"] == pytest.approx(inside["nll_per_token"])
+    assert json.loads((tmp_path / "eval" / "pairwise.json").read_text())["win_rate_a"] == inside["win_rate_vs_standard"]
+    assert len((tmp_path / "eval" / "against" / "predictions.jsonl").read_text().splitlines()) == 5
 
 
 def test_config_errors_are_clear(tmp_path):

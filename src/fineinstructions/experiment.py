@@ -27,7 +27,7 @@ from fineinstructions.llm import LLMConfig
 from fineinstructions.pretrain.loop import TrainOptions
 
 ARMS = ("standard", "fineinstructions", "wrap")
-METRICS = ("nll_per_token", "bits_per_byte", "exact_match", "f1", "final_loss")
+METRICS = ("nll_per_token", "bits_per_byte", "exact_match", "f1", "final_loss", "win_rate_vs_standard")
 
 
 @dataclass
@@ -51,6 +51,10 @@ class ExperimentConfig:
     qa: str | None = option(None, "held-out question → answer jsonl (query, answers)")
     eval_limit: int = option(200, "questions evaluated per model (a seeded sample)")
     max_new_tokens: int = option(24, "tokens generated per answer")
+    pairwise: bool = option(False, "also judge each arm's answers against the standard arm's (same seed) with an "
+                                   "LLM judge: position-swapped win rate")
+    pairwise_limit: int = option(100, "questions the judge compares per model pair")
+    judge: LLMConfig = option(factory=LLMConfig)
     train: TrainOptions = option(factory=TrainOptions)
     wrap: WrapOptions = option(factory=WrapOptions)
     progress: bool = option(True, "progress bars")
@@ -96,6 +100,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
     from fineinstructions.evaluate.scoring import evaluate_model
     from fineinstructions.pretrain.data import read_texts
+    from fineinstructions.stages.evaluate import write_predictions
     from fineinstructions.stages.pretrain import PretrainConfig, tokenizer_for
     from fineinstructions.stages.pretrain import run as pretrain
 
@@ -119,12 +124,20 @@ def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
             trained = pretrain(pc, tokenizer=tokenizer)
             metrics = evaluate_model(where / "model", cfg.qa, limit=cfg.eval_limit, seed=0,
                                      max_new_tokens=cfg.max_new_tokens)
+            write_predictions(metrics, where / "eval")
             log = [json.loads(line) for line in (where / "loss.jsonl").open()]
             runs[arm].append({"seed": seed, "final_loss": trained["final_loss"], "tokens": trained["tokens"],
                               "corpus_tokens": trained["data"]["tokens"], "loss_curve": log,
                               **{k: metrics[k] for k in ("nll_per_token", "bits_per_byte", "exact_match", "f1")},
-                              "examples": metrics["examples"]})
-    results = {"arms": {arm: {m: mean_std([r[m] for r in rs]) for m in METRICS} for arm, rs in runs.items()},
+                              "examples": metrics["examples"], "predictions": metrics["predictions"],
+                              "queries": [row["query"] for row in metrics["rows"]]})
+    if cfg.pairwise:
+        judge_against_standard(runs, cfg)
+    for rs in runs.values():
+        for r in rs:
+            del r["predictions"], r["queries"]
+    results = {"arms": {arm: {m: mean_std([r[m] for r in rs]) for m in METRICS if m in rs[0]}
+                        for arm, rs in runs.items()},
                "runs": runs, "corpora": corpora, "seeds": cfg.seeds, "qa": cfg.qa, "eval_limit": cfg.eval_limit,
                "train": asdict(cfg.train), "loss_on": cfg.loss_on}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
@@ -133,15 +146,34 @@ def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
     return results
 
 
+def judge_against_standard(runs: dict[str, list[dict[str, Any]]], cfg: ExperimentConfig) -> None:
+    """Each non-standard arm's answers vs the standard arm's of the same seed, by the configured LLM judge; adds
+    `win_rate_vs_standard` (ties count half) and the judge's full result (`pairwise`) to each run."""
+    from fineinstructions.stages.evaluate import head_to_head
+
+    if "standard" not in runs:
+        raise UserError("pairwise: true compares every arm with the standard arm: add standard to arms")
+    baseline = {r["seed"]: r for r in runs["standard"]}
+    for arm, rs in runs.items():
+        if arm == "standard":
+            continue
+        for r in rs:
+            k = min(cfg.pairwise_limit, len(r["queries"]))
+            result = head_to_head(cfg.judge, r["queries"][:k], r["predictions"][:k], baseline[r["seed"]]["predictions"][:k])
+            r.update(win_rate_vs_standard=result["win_rate_a"], pairwise=result)
+
+
 def results_table(results: dict[str, Any]) -> str:
     """Markdown: one row per arm, mean ± std over seeds; lower is better for NLL, bits/byte and loss."""
     any_runs = next(iter(results["runs"].values()))
+    judged = any("win_rate_vs_standard" in m for m in results["arms"].values())
     lines = [f"Seeds {results['seeds']}; {any_runs[0]['tokens']:,} training tokens per model; "
              f"{results['eval_limit']} questions from {Path(results['qa']).name}.", "",
-             "| arm | corpus tokens | answer NLL/token ↓ | bits/byte ↓ | EM ↑ | F1 ↑ | final train loss |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| arm | corpus tokens | answer NLL/token ↓ | bits/byte ↓ | EM ↑ | F1 ↑ | final train loss |"
+             + (" win rate vs standard ↑ |" if judged else ""),
+             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if judged else "")]
     for arm, m in results["arms"].items():
-        cells = [f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in METRICS]
+        cells = [f"{m[k][0]:.3f} ± {m[k][1]:.3f}" if k in m else "—" for k in METRICS[:len(METRICS) - (not judged)]]
         corpus = results["runs"][arm][0]["corpus_tokens"]
         lines.append(f"| {arm} | {corpus:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -154,7 +186,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     arms = list(results["arms"])
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = [("bits_per_byte", "answer bits/byte (lower is better)"), ("exact_match", "exact match"),
+              ("f1", "token F1")]
+    if any("win_rate_vs_standard" in m for m in results["arms"].values()):
+        panels.append(("win_rate_vs_standard", "judge win rate vs standard"))
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4 * (1 + len(panels)), 3.6))
     for arm in arms:
         curves = [r["loss_curve"] for r in results["runs"][arm]]
         steps = min(len(c) for c in curves)
@@ -163,11 +199,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
         axes[0].plot(xs, ys, label=arm)
     axes[0].set(title="training loss (mean over seeds)", xlabel="tokens")
     axes[0].legend()
-    for ax, metric, title in zip(axes[1:], ("bits_per_byte", "exact_match", "f1"),
-                                 ("answer bits/byte (lower is better)", "exact match", "token F1")):
-        means = [results["arms"][a][metric][0] for a in arms]
-        stds = [results["arms"][a][metric][1] for a in arms]
-        ax.bar(arms, means, yerr=stds, capsize=4, color=["C0", "C1", "C2"][:len(arms)])
+    for ax, (metric, title) in zip(axes[1:], panels):
+        shown = [a for a in arms if metric in results["arms"][a]]
+        means = [results["arms"][a][metric][0] for a in shown]
+        stds = [results["arms"][a][metric][1] for a in shown]
+        ax.bar(shown, means, yerr=stds, capsize=4, color=[f"C{arms.index(a)}" for a in shown])
         ax.set(title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -16,7 +16,7 @@ from typing import Any
 from fineinstructions.config import build, merge
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.stages import budget, index, instantiate, judge, match, pretrain, queries, rephrase, templatize
+from fineinstructions.stages import budget, evaluate, index, instantiate, judge, match, pretrain, queries, rephrase, templatize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +65,8 @@ COMMANDS: list[StageSpec] = [
               "documents → WRAP-style question-answer rewrites (the baseline synthetic recipe)"),
     StageSpec("pretrain", pretrain.PretrainConfig, pretrain.run,
               "train a Llama-style model from scratch on a corpus with an exact token budget"),
+    StageSpec("evaluate", evaluate.EvaluateConfig, evaluate.run,
+              "score a checkpoint on held-out questions (answer NLL, EM, F1); judge it against another model"),
 ]
 
 

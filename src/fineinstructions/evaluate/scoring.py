@@ -217,4 +217,5 @@ def evaluate_model(
             {"query": row["query"], "answers": row["answers"], "prediction": p} for p, row in zip(predictions[:5], rows)
         ],
         "predictions": predictions,
+        "rows": rows,
     }

@@ -9,8 +9,10 @@ Why each piece:
   run reads exactly the rows the uninterrupted run would have.
 * **Checkpoints** are a Hugging Face model directory (`save_pretrained` + tokenizer) plus `trainer_state.pt`
   (optimizer, step, data position, RNG states, loss log); rerunning the same command resumes from it.
-* **Multi-GPU**: under `torchrun` (WORLD_SIZE > 1) the model is wrapped in DDP and each rank takes its share of
-  every step's rows; the token budget counts all ranks.
+* **Multi-GPU**: under `torchrun` (WORLD_SIZE > 1) each rank takes its share of every step's rows (the token
+  budget counts all ranks) and the model is either replicated (`parallel: ddp`) or sharded with FSDP2's
+  `fully_shard` per decoder layer (`parallel: fsdp`: weights, gradients and optimizer state split across ranks, for
+  models whose training state does not fit one GPU). Both give the single-process run's losses, step for step.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ class TrainOptions:
     weight_decay: float = option(0.1, "AdamW weight decay")
     clip: float = option(1.0, "gradient-norm clipping (0: off)")
     seed: int = option(0, "seed of the initial weights and of the data order")
-    bf16: bool = option(True, "bf16 autocast on GPUs that support it (CPU trains in fp32)")
+    precision: str = option("auto", "auto: bf16 autocast on GPUs that support it, fp32 elsewhere | bf16: bf16 "
+                                    "autocast on any device | fp32", ("auto", "bf16", "fp32"))
+    parallel: str = option("ddp", "several processes (torchrun): ddp replicates the model, fsdp shards weights, "
+                                  "gradients and optimizer state", ("ddp", "fsdp"))
     compile: bool = option(False, "torch.compile the model")
     log_every: int = option(10, "optimizer steps between loss-log lines")
     save_every: int = option(0, "optimizer steps between checkpoints (0: only at the end)")
@@ -92,11 +97,61 @@ class RowStream:
         return {"epoch": self.epoch, "index": self.index}
 
 
-def _dist() -> tuple[int, int]:
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+def _bf16(precision: str, device: torch.device) -> bool:
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _parallelize(model, device: torch.device, world: int, fsdp: bool):
+    """The module the forward pass runs through: the model itself, a DDP replica, or the model sharded in place."""
+    if world == 1:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.model.layers:  # one all-gather per layer keeps peak memory at one layer's full weights
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _optimizer(model, opts: TrainOptions) -> torch.optim.Optimizer:
+    """AdamW without weight decay on norms and biases (the 1-d parameters)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.95))
+
+
+def _full_state(model, optim, fsdp: bool) -> tuple[dict | None, dict]:
+    """(model weights or None for "the model's own", optimizer state), unsharded: a run can resume on another
+    number of ranks (with the same `parallel` mode: FSDP keys optimizer state by parameter name, not position)."""
+    if not fsdp:
+        return None, optim.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optim, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _load_optimizer(model, optim, state: dict, fsdp: bool) -> None:
+    if not fsdp:
+        optim.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optim, state, options=StateDictOptions(full_state_dict=True))
 
 
 def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: TrainOptions, out_dir: str | Path,
@@ -113,45 +168,43 @@ def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: Tra
     hf_logging.disable_progress_bar()  # one bar (ours) per run, not one per checkpoint write
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rank, world = _dist()
+    rank, world = init_distributed()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    use_bf16 = opts.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.95))
+    use_bf16 = _bf16(opts.precision, device)
+    fsdp = world > 1 and opts.parallel == "fsdp"
     seq_len = input_ids.shape[1]
     rows_per_step = opts.batch_size * opts.grad_accum * world
     total_steps = math.ceil(opts.max_tokens / (rows_per_step * seq_len))
     stream = RowStream(len(input_ids), opts.seed)
     step, tokens, log = 0, 0, []
     state_path = out / "checkpoint" / "trainer_state.pt"
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
+    state = torch.load(state_path, weights_only=False) if state_path.is_file() else None
+    if state:  # weights go in before wrapping: every rank loads the full checkpoint, then shards or replicates it
         from transformers import AutoModelForCausalLM
 
         model.load_state_dict(AutoModelForCausalLM.from_pretrained(out / "checkpoint").state_dict())
-        optim.load_state_dict(state["optimizer"])
         step, tokens, log = state["step"], state["tokens"], state["log"]
         stream = RowStream(len(input_ids), opts.seed, **state["data"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = _parallelize(model, device, world, fsdp)
+    optim = _optimizer(model, opts)  # after sharding: FSDP replaces the parameters
+    if state:
+        _load_optimizer(model, optim, state["optimizer"], fsdp)
     if opts.compile:
         net = torch.compile(net)
 
     def save(where: Path) -> None:
+        weights, optim_state = _full_state(model, optim, fsdp)  # a collective under FSDP: every rank calls it
         if rank != 0:
             return
         tmp = where.with_name(where.name + ".tmp")
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=weights)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if where.name == "checkpoint":
-            torch.save({"optimizer": optim.state_dict(), "step": step, "tokens": tokens, "log": log,
+            torch.save({"optimizer": optim_state, "step": step, "tokens": tokens, "log": log,
                         "data": stream.state(), "options": asdict(opts),
                         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}}, tmp / "trainer_state.pt")
         if where.exists():

@@ -14,6 +14,9 @@ objectives identical (next-token prediction on every token of their corpus) and 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,21 @@ def tokenizer_for(cfg: PretrainConfig, texts_from: list[str], out: Path):
         raise UserError(str(e)) from e
 
 
+@contextmanager
+def rank_zero_first() -> Iterator[None]:
+    """Rank 0 runs the block first while the other ranks wait, then they run it (finding rank 0's cached files)."""
+    import torch
+
+    from fineinstructions.pretrain.loop import init_distributed
+
+    rank, world = init_distributed()
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()
+    yield
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
+
+
 def run(cfg: PretrainConfig, tokenizer=None) -> dict[str, Any]:
     """Pack the corpus and train; `tokenizer` lets an experiment share one tokenizer between its arms."""
     from fineinstructions.pretrain.data import build_dataset
@@ -61,12 +79,13 @@ def run(cfg: PretrainConfig, tokenizer=None) -> dict[str, Any]:
     if not cfg.input or not cfg.output:
         raise UserError("pretrain needs --input (a corpus) and --output DIR")
     out = Path(cfg.output)
-    tok = tokenizer or tokenizer_for(cfg, [cfg.input], out / "tokenizer")
-    try:
-        data = build_dataset(cfg.input, tok, cfg.seq_len, cfg.loss_on, cfg.text_column, cfg.limit,
-                             out=Path(cfg.data_dir) if cfg.data_dir else out / "data")
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from e
+    with rank_zero_first():  # under torchrun one process trains the tokenizer and packs; the others reuse them
+        tok = tokenizer or tokenizer_for(cfg, [cfg.input], out / "tokenizer")
+        try:
+            data = build_dataset(cfg.input, tok, cfg.seq_len, cfg.loss_on, cfg.text_column, cfg.limit,
+                                 out=Path(cfg.data_dir) if cfg.data_dir else out / "data")
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from e
     if len(data.input_ids) == 0:
         raise UserError(f"no text to train on in {cfg.input}")
     model = build_model(cfg.preset, len(tok), cfg.seq_len, seed=cfg.seed, eos_id=tok.eos_token_id,
@@ -74,5 +93,6 @@ def run(cfg: PretrainConfig, tokenizer=None) -> dict[str, Any]:
     options = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
     summary = train(model, tok, data.input_ids, data.labels, options, out, progress=cfg.progress)
     summary.update(parameters=count_parameters(model), data=data.stats, corpus=cfg.input)
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if int(os.environ.get("RANK", "0")) == 0:
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

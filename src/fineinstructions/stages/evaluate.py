@@ -1,0 +1,94 @@
+"""Command `evaluate`: score any Hugging Face causal-LM checkpoint on held-out human question → answer pairs, and
+optionally judge it head to head against a second model.
+
+    DIR/metrics.json        n, answer NLL per token, bits per byte, exact match, token F1 (see evaluate/scoring.py)
+    DIR/predictions.jsonl   query, reference answers, the model's greedy answer
+    DIR/against/            the same for `--against MODEL`, when given
+    DIR/pairwise.json       the LLM judge's position-swapped win rate of MODEL over AGAINST (evaluate/pairwise.py)
+
+Every model is asked with the same prompt (`Instruction: {q}\\n\\nAnswer:`) on the same seeded sample of questions,
+so two evaluations of different checkpoints compare directly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fineinstructions.config import option
+from fineinstructions.errors import UserError
+from fineinstructions.llm import LLMConfig
+
+SCORES = ("n", "nll_per_token", "bits_per_byte", "exact_match", "f1")
+
+
+@dataclass
+class EvaluateConfig:
+    model: str | None = option(None, "checkpoint to evaluate: a Hugging Face model directory or hub name")
+    qa: str | None = option(None, "held-out questions: jsonl with `query` and `answers`")
+    output: str | None = option(None, "output directory")
+    limit: int = option(200, "questions scored (a seeded sample, the same for every model)")
+    seed: int = option(0, "seed of the question sample")
+    max_new_tokens: int = option(32, "tokens generated per answer")
+    device: str = option("auto", "cpu | cuda | auto")
+    against: str | None = option(None, "a second checkpoint: evaluate it too and judge the two head to head")
+    pairwise_limit: int = option(100, "questions the LLM judge compares (the first of the sample)")
+    judge: LLMConfig = option(factory=LLMConfig)
+
+
+def write_predictions(metrics: dict[str, Any], folder: Path) -> None:
+    """metrics.json (scores only) and predictions.jsonl (one line per question) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps({"model": metrics["model"],
+                                                     **{k: metrics[k] for k in SCORES}}, indent=2))
+    with (folder / "predictions.jsonl").open("w", encoding="utf-8") as f:
+        for row, prediction in zip(metrics["rows"], metrics["predictions"]):
+            f.write(json.dumps({"query": row["query"], "answers": row["answers"], "prediction": prediction}) + "\n")
+
+
+def head_to_head(judge: LLMConfig, queries: list[str], answers_a: list[str], answers_b: list[str]) -> dict[str, Any]:
+    """The judge's win rate of A over B (position-swapped), with the judge recorded for provenance."""
+    from fineinstructions.evaluate.pairwise import pairwise_win_rate
+    from fineinstructions.llm import make_backend, preflight
+
+    preflight(judge)
+    result = pairwise_win_rate(make_backend(judge), queries, answers_a, answers_b)
+    return {**result, "judge": {"backend": judge.backend, "model": judge.model or "default"}}
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def run(cfg: EvaluateConfig) -> dict[str, Any]:
+    from fineinstructions.evaluate.scoring import evaluate_model
+
+    if not cfg.model or not cfg.qa or not cfg.output:
+        raise UserError("evaluate needs --model (a checkpoint), --qa (a jsonl of questions) and --output DIR")
+    out = Path(cfg.output)
+    results = {}
+    for name, model, folder in (("model", cfg.model, out), ("against", cfg.against, out / "against")):
+        if not model:
+            continue
+        try:
+            metrics = evaluate_model(model, cfg.qa, limit=cfg.limit, seed=cfg.seed,
+                                     max_new_tokens=cfg.max_new_tokens, device=_device(cfg.device))
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot evaluate {model}: {e}") from e
+        write_predictions(metrics, folder)
+        results[name] = metrics
+    summary: dict[str, Any] = {name: {"model": m["model"], **{k: m[k] for k in SCORES}} for name, m in results.items()}
+    if cfg.against:
+        rows = results["model"]["rows"][: cfg.pairwise_limit]
+        k = len(rows)
+        pairwise = head_to_head(cfg.judge, [r["query"] for r in rows], results["model"]["predictions"][:k],
+                                results["against"]["predictions"][:k])
+        (out / "pairwise.json").write_text(json.dumps(pairwise, indent=2))
+        summary["pairwise"] = pairwise
+    return summary
