@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,7 +39,9 @@ class LLMStep(StageStep):
             # split the cores between local workers: oversubscribed OpenMP threads spin and run ~10x slower
             workers = self.tasks if self.workers == -1 else max(1, min(self.workers, self.tasks))
             llm = dataclasses.replace(llm, num_threads=max(1, (os.cpu_count() or 1) // workers))
+        start = time.perf_counter()
         self.backend = make_backend(llm)
+        self.stat_update("time/llm_load_ms", value=round(1000 * (time.perf_counter() - start)))
 
     def teardown(self) -> None:
         if self.backend is not None:
@@ -53,7 +56,10 @@ class LLMStep(StageStep):
         """Batched generation with request/token accounting in the stage statistics."""
         if not requests:
             return []
+        start = time.perf_counter()
         completions = self.backend.generate(list(requests))
+        # time spent waiting for the model: the rest of a stage's wall time is the pipeline's own overhead
+        self.stat_update("time/llm_generate_ms", value=round(1000 * (time.perf_counter() - start)))
         for c in completions:
             if c.cached:
                 self.stat_update("llm/cached_requests")

@@ -28,6 +28,8 @@ class StageSummary:
     llm: dict[str, int] = field(default_factory=dict)
     #: histograms a stage records as `dist/<name>/<bucket>` stats (judge scores, grounding)
     distributions: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: seconds of task time by what it was spent on (`time/<what>_ms` stats: e.g. llm_load, llm_generate)
+    timings: dict[str, float] = field(default_factory=dict)
     wall_time: float = 0.0
     process_time: float = 0.0
     shards: int = 0
@@ -56,6 +58,8 @@ class StageSummary:
         lines.append(
             f"  wall time    {self.wall_time:,.1f} s this run · {self.process_time:,.1f} s of task time · {rate:,.2f} rows/s"
         )
+        if self.timings:
+            lines.append("  task time    " + " · ".join(f"{k} {v:,.1f} s" for k, v in sorted(self.timings.items())))
         lines.append(f"  output       {self.output} ({self.shards} shard{'s' if self.shards != 1 else ''}; rejects in rejects/)")
         return "\n".join(lines)
 
@@ -70,7 +74,7 @@ def collect_summary(stage: str, out: Path, wall_time: float, shards_dir: Path | 
     for path in phases:
         for block in json.loads(path.read_text()):
             for label, value in block.get("stats", {}).items():
-                if label.startswith(("reject/", "skip/", "tokens/", "llm/", "dist/")) or (path in map_files and label == "rows_in"):
+                if label.startswith(("reject/", "skip/", "tokens/", "llm/", "dist/", "time/")) or (path in map_files and label == "rows_in"):
                     counts[label] += int(_total(value))
             process_time += block.get("time_stats", {}).get("total", 0.0) if isinstance(block.get("time_stats"), dict) else 0.0
     summary = StageSummary(
@@ -83,6 +87,9 @@ def collect_summary(stage: str, out: Path, wall_time: float, shards_dir: Path | 
     )
     for label, value in counts.items():
         kind, _, reason = label.partition("/")
+        if kind == "time":
+            summary.timings[reason.removesuffix("_ms")] = value / 1000
+            continue
         if kind == "dist":
             name, _, bucket = reason.partition("/")
             summary.distributions.setdefault(name, {})[bucket] = value
