@@ -8,14 +8,14 @@ from typing import Any
 from fineinstructions.llm.base import Completion, LLMBackend, Message, Request, SamplingParams, fingerprint
 from fineinstructions.llm.cache import CachedBackend, RequestCache, default_cache_path
 
-BACKENDS = ("transformers", "openai", "vllm", "llamacpp")
+BACKENDS = ("transformers", "openai", "vllm", "serve", "llamacpp")
 
 
 @dataclass
 class LLMConfig:
     """Which model answers, and how. The same keys appear in YAML (`llm:` section) and as `--llm-*` CLI flags."""
 
-    backend: str = "transformers"  # transformers | openai | vllm | llamacpp
+    backend: str = "transformers"  # transformers | openai | vllm | serve | llamacpp
     model: str | None = None  # hub name, local dir or .gguf; None = embedded default (SmolLM2-135M-Instruct)
     revision: str | None = None
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend only
@@ -23,6 +23,10 @@ class LLMConfig:
     concurrency: int = 16  # openai backend: requests in flight
     timeout: float = 120.0  # openai backend: seconds per request
     max_retries: int = 5  # openai backend
+    server_command: str | None = None  # serve backend: vllm (default) | sglang | llama-server | a command line
+    server_args: str = ""  # serve backend: extra server arguments, e.g. "--tensor-parallel-size 2 --max-model-len 8192"
+    server_timeout: float = 900.0  # serve backend: seconds to wait for the server to load the model
+    server_log_dir: str | None = None  # serve backend: server logs (default: ~/.cache/fineinstructions/servers)
     batch_size: int = 8  # transformers backend: sequences per forward pass
     num_threads: int | None = None  # transformers backend: torch CPU threads
     cache: bool = True  # request-level cache (rerun re-sends only what is missing)
@@ -47,6 +51,13 @@ def preflight(cfg: LLMConfig) -> None:
             except ConnectionError as e:
                 if str(e).startswith("cannot reach"):
                     raise  # nothing listens there; a server without /models is fine
+        elif cfg.backend == "serve":
+            from fineinstructions.llm.managed_server import check_command, server_argv
+
+            try:
+                check_command(server_argv(cfg.server_command, cfg.model or "", cfg.server_args, cfg.revision))
+            except ValueError as e:
+                raise UserError(str(e)) from e
 
         elif cfg.backend not in BACKENDS:
             raise UserError(f"unknown llm backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -77,6 +88,16 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
         if not cfg.model:
             raise ValueError("the vllm backend needs --llm-model (a hub name or local directory)")
         backend = VLLMBackend(cfg.model, revision=cfg.revision, **cfg.extra)
+    elif cfg.backend == "serve":
+        from fineinstructions.llm.managed_server import ManagedServerBackend
+
+        if not cfg.model:
+            raise ValueError("the serve backend needs --llm-model (the model the server loads)")
+        backend = ManagedServerBackend(
+            cfg.model, revision=cfg.revision, command=cfg.server_command, server_args=cfg.server_args,
+            startup_timeout=cfg.server_timeout, log_dir=cfg.server_log_dir, api_key=cfg.api_key,
+            concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries, **cfg.extra,
+        )
     elif cfg.backend == "llamacpp":
         from fineinstructions.llm.hf_local import default_model_path
         from fineinstructions.llm.llamacpp import LlamaCppBackend

@@ -2,13 +2,18 @@
 
 vLLM does its own continuous batching, so the whole request list goes in at once. The import is deferred so the
 package stays importable on CPU-only machines; constructing the backend without vLLM gives a one-line fix.
+Engine options (`tensor_parallel_size`, `max_model_len`, `gpu_memory_utilization`, `enforce_eager`, ...) come from
+`llm.extra` and go to `vllm.LLM` unchanged.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 
 from fineinstructions.llm.base import Completion, LLMBackend, Request
+
+__all__ = ["VLLMBackend"]
 
 
 class VLLMBackend(LLMBackend):
@@ -20,6 +25,8 @@ class VLLMBackend(LLMBackend):
                 "the vllm backend needs a CUDA machine and the optional extra: pip install 'fineinstructions[vllm]'"
             ) from e
         self.model_id = f"hf:{model}@{revision or 'main'}"
+        if revision:  # vLLM loads the tokenizer from `main` unless told otherwise
+            engine_kwargs.setdefault("tokenizer_revision", revision)
         self.llm = LLM(model=model, revision=revision, **engine_kwargs)
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
@@ -32,7 +39,10 @@ class VLLMBackend(LLMBackend):
         return out  # type: ignore[return-value]
 
     def _run(self, requests: list[Request], is_chat: bool) -> list[Completion]:
-        """All requests in one engine call (vLLM batches continuously); on failure, isolate the bad request."""
+        """All requests in one engine call (vLLM batches continuously). vLLM validates a batch as a whole (one
+        prompt over `max_model_len` rejects all of them), so on failure the batch is halved until the bad requests
+        are alone: a few extra calls per bad request, never one call per request. A dead engine is re-raised:
+        recorded as failures it would mark the task done with every answer missing."""
         from vllm import SamplingParams as VSampling
 
         params = [
@@ -46,9 +56,12 @@ class VLLMBackend(LLMBackend):
             else:
                 results = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
         except Exception as e:  # noqa: BLE001 - errors become data
+            if type(e).__name__ == "EngineDeadError":
+                raise
             if len(requests) == 1:
                 return [Completion.failed(f"{type(e).__name__}: {e}")]
-            return [c for r in requests for c in self._run([r], is_chat)]
+            half = len(requests) // 2
+            return self._run(requests[:half], is_chat) + self._run(requests[half:], is_chat)
         return [
             Completion(
                 text=res.outputs[0].text,
@@ -58,3 +71,22 @@ class VLLMBackend(LLMBackend):
             )
             for res in results
         ]
+
+    def close(self) -> None:
+        """Free the GPU now, not at garbage collection: a worker runs its tasks one after another, and the next
+        task's engine needs the memory this one holds. Best effort across vLLM versions."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(llm, "shutdown", None) or getattr(engine_core, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del llm
+        gc.collect()
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except Exception:  # noqa: BLE001 - older/newer vLLM without it: the engine is gone either way
+            pass

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fineinstructions.llm import LLMConfig, make_backend
@@ -19,7 +20,7 @@ from fineinstructions.prompts import PromptFormat
 from fineinstructions.pipeline.step import StageStep
 
 #: LLM options that change how requests are sent, not what comes back: a resumed run may change them
-_TRANSPORT = ("concurrency", "timeout", "cache_path", "num_threads")
+_TRANSPORT = ("concurrency", "timeout", "cache_path", "num_threads", "server_timeout", "server_log_dir")
 
 
 def llm_settings(llm: LLMConfig, prompt_fingerprint: str) -> dict[str, Any]:
@@ -39,6 +40,8 @@ class LLMStep(StageStep):
             # split the cores between local workers: oversubscribed OpenMP threads spin and run ~10x slower
             workers = self.tasks if self.workers == -1 else max(1, min(self.workers, self.tasks))
             llm = dataclasses.replace(llm, num_threads=max(1, (os.cpu_count() or 1) // workers))
+        if llm.backend == "serve" and not llm.server_log_dir:  # a managed server's log stays with the stage
+            llm = dataclasses.replace(llm, server_log_dir=str(Path(self.output_dir) / "logs" / "servers"))
         start = time.perf_counter()
         self.backend = make_backend(llm)
         self.stat_update("time/llm_load_ms", value=round(1000 * (time.perf_counter() - start)))
