@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="restart stages whose settings changed")
     demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     demo.set_defaults(func=_run_recipe)
+    rep = sub.add_parser("report", help="one self-contained HTML page about a run: figures + a sample browser",
+                         description="Read a run directory (`run`/`demo` --output) and write one HTML file with "
+                         "plots (rows and rejects per stage, slot distributions, template diversity, judge scores, "
+                         "grounding, excerpt positions, source mix, tokens, decontamination, PII) and a filterable "
+                         "table of sample pairs. Opens offline.")
+    rep.add_argument("run_dir", help="run directory")
+    rep.add_argument("--output", required=True, help="HTML file to write")
+    rep.add_argument("--max-samples", type=int, default=1000, help="pairs in the sample browser (default: 1000)")
+    rep.set_defaults(func=_run_report)
     return parser
 
 
@@ -88,6 +97,13 @@ def _run_experiment(args: argparse.Namespace) -> None:
     run_experiment(load_config(load_yaml(args.config)), args.output)
     print(open(f"{args.output}/results.md", encoding="utf-8").read())
     print(f"results: {args.output}/results.md, results.json, results.png")
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from fineinstructions.report import report
+
+    path = report(args.run_dir, args.output, max_samples=args.max_samples)
+    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB; open it in any browser, no network needed)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
