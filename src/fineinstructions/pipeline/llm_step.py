@@ -36,7 +36,10 @@ class LLMStep(StageStep):
 
     def setup(self, rank: int) -> None:
         llm = self.llm
-        if llm.backend == "transformers" and not llm.num_threads:
+        cpus = int(os.environ.get("DATATROVE_CPUS_PER_TASK", "-1"))  # set by the slurm/ray executors: our share
+        if llm.backend == "transformers" and not llm.num_threads and cpus > 0:
+            llm = dataclasses.replace(llm, num_threads=cpus)
+        elif llm.backend == "transformers" and not llm.num_threads:
             # split the cores between local workers: oversubscribed OpenMP threads spin and run ~10x slower
             workers = self.tasks if self.workers == -1 else max(1, min(self.workers, self.tasks))
             llm = dataclasses.replace(llm, num_threads=max(1, (os.cpu_count() or 1) // workers))

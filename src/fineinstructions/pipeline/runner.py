@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,18 +25,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
+from fineinstructions.pipeline.executors import EXECUTORS, RayOptions, SlurmOptions, make_executor, run_quietly
 from fineinstructions.pipeline.readers import StrictParquetReader
 from fineinstructions.pipeline.step import StageStep
 from fineinstructions.pipeline.summary import StageSummary, collect_summary
 from fineinstructions.pipeline.writer import ShardWriter
-
-EXECUTORS = ("local",)
 
 
 @dataclass
@@ -46,9 +43,11 @@ class StageOptions:
 
     input: str | None = option(None, "input: a file, a folder of shards, or a Hugging Face dataset name")
     output: str | None = option(None, "output directory (receives parquet shards)")
-    executor: str = option("local", "where tasks run", choices=EXECUTORS)
+    executor: str = option("local", "where tasks run: this machine, a Slurm or a Ray cluster", choices=EXECUTORS)
     tasks: int = option(1, "number of tasks (input shards processed independently; resume granularity)")
-    workers: int = option(1, "tasks run at the same time on this machine (-1: all)")
+    workers: int = option(1, "tasks run at the same time (-1: all; on slurm/ray: jobs at once)")
+    slurm: SlurmOptions = option(factory=SlurmOptions)
+    ray: RayOptions = option(factory=RayOptions)
     progress: bool = option(True, "show progress bars")
     overwrite: bool = option(False, "delete an existing output directory that was made with other settings")
 
@@ -80,36 +79,20 @@ def _check_settings(out: Path, settings: dict[str, Any], overwrite: bool) -> Non
     marker.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
 
 
-def _warnings_only() -> None:
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
+#: options that change how a stage runs, not what it produces: a rerun may change them freely (a stage started
+#: on one executor may be finished on another: they write the same shards and completion markers)
+RUN_ONLY = ("progress", "overwrite", "workers", "executor", "slurm", "ray")
 
 
-class QuietLocalExecutor(LocalPipelineExecutor):
-    """datatrove's local executor with its INFO chatter kept in the task log files, off the terminal, so the
-    progress bars and our one-screen summary stay readable. Warnings and errors still print."""
-
-    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-        try:
-            # datatrove only logs INFO to the terminal for local_rank 0; the value is used for nothing else here
-            return super()._run_for_rank(rank, local_rank + 1, node_rank)
-        finally:
-            _warnings_only()
-
-    def run(self):
-        _warnings_only()
-        return super().run()
-
-
-def _executor(opts: StageOptions, pipeline: list, logging_dir: Path, tasks: int) -> LocalPipelineExecutor:
-    if opts.executor != "local":
-        raise UserError(f"executor {opts.executor!r} is not available yet; use --executor local")
-    workers = tasks if opts.workers == -1 else max(1, min(opts.workers, tasks))
-    return QuietLocalExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
-
-
-#: options that change how a stage runs, not what it produces: a rerun may change them freely
-RUN_ONLY = ("progress", "overwrite", "workers")
+def _run_phase(name: str, phase: str, opts: StageOptions, pipeline: list, out: Path, tasks: int):
+    """Run one phase on the configured executor; every task must have finished (else: rerun to resume)."""
+    executor = make_executor(opts, pipeline, out / "logs" / phase, tasks, job_name=f"fi-{name}-{phase}")
+    run_quietly(executor)
+    if missing := executor.get_incomplete_ranks():
+        raise UserError(
+            f"stage {name}: {len(missing)} of {tasks} {phase} tasks did not finish (logs in {out}/logs/{phase}/); "
+            "rerun the same command to resume"
+        )
 
 
 def run_stage(
@@ -138,13 +121,7 @@ def run_stage(
     _check_settings(out, recorded, opts.overwrite)
     start = time.time()
     map_dir = out / "_map" if (dedup or finalize) else out / (shards_dir or "")
-    mapper = _executor(opts, [reader, step, ShardWriter(str(map_dir), schema)], out / "logs" / "map", opts.tasks)
-    mapper.run()
-    if missing := mapper.get_incomplete_ranks():
-        raise UserError(
-            f"stage {name}: {len(missing)} of {opts.tasks} tasks did not finish (see {out}/logs/map/logs/); "
-            "rerun the same command to resume"
-        )
+    _run_phase(name, "map", opts, [reader, step, ShardWriter(str(map_dir), schema)], out, opts.tasks)
     if dedup:
         map_files = sorted(str(p) for p in map_dir.glob("part-*.parquet"))
         dedup_step = dedup(str(out), map_files)
@@ -155,14 +132,14 @@ def run_stage(
         logger.disable("datatrove.pipeline.writers")  # one dedup task: a rank-less file name is intended
         writer = ShardWriter(str(out), schema, output_filename="${_shard}")
         logger.enable("datatrove.pipeline.writers")
-        _executor(opts, [dedup_reader, dedup_step, writer], out / "logs" / "dedup", 1).run()
+        _run_phase(name, "dedup", opts, [dedup_reader, dedup_step, writer], out, 1)
         for shard in (out / Path(f).name for f in map_files):  # one final shard per map shard, even if all were dups
             if not shard.exists():
                 pq.write_table(schema.empty_table(), shard)
     if finalize:
         phase, build = finalize
         map_files = sorted(str(p) for p in map_dir.glob("part-*.parquet"))
-        _executor(opts, build(map_dir, map_files), out / "logs" / phase, 1).run()
+        _run_phase(name, phase, opts, build(map_dir, map_files), out, 1)
     summary = collect_summary(name, out, wall_time=time.time() - start, shards_dir=out / (shards_dir or ""))
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
     return summary
