@@ -74,13 +74,28 @@ def test_run_config_writes_one_directory_per_stage(tmp_path):
 
 def test_demo_config_resolves_to_the_bundled_sample(tmp_path):
     stages = stage_configs(demo_config(), str(tmp_path))
-    assert [spec.name for spec, _ in stages] == ["queries", "templatize", "index", "match", "instantiate", "judge",
-                                                 "budget"]
-    (_, q_cfg), (_, t_cfg), (_, i_cfg), (_, m_cfg), (_, n_cfg), (_, j_cfg), (_, b_cfg) = stages
+    assert [spec.name for spec, _ in stages] == ["queries", "decontaminate", "templatize", "near_dedup", "index",
+                                                 "match", "instantiate", "judge", "scrub", "budget"]
+    (_, q_cfg), (_, d_cfg), (_, t_cfg), (_, nd_cfg), (_, i_cfg), (_, m_cfg), (_, n_cfg), (_, j_cfg), (_, s_cfg), \
+        (_, b_cfg) = stages
     assert Path(q_cfg.input).is_file() and q_cfg.output == str(tmp_path / "queries")
-    assert t_cfg.input == q_cfg.output and t_cfg.llm.backend == "transformers" and t_cfg.best_of >= 1
-    assert i_cfg.input == t_cfg.output and m_cfg.index == i_cfg.output and Path(m_cfg.input).is_file()
-    # later stages read match's output and the very documents match read
-    assert n_cfg.input == m_cfg.output and n_cfg.templates == t_cfg.output and n_cfg.documents == m_cfg.input
-    assert j_cfg.input == n_cfg.output and b_cfg.input == j_cfg.output and b_cfg.documents == m_cfg.input
+    assert d_cfg.input == q_cfg.output and Path(d_cfg.eval_sets).is_file()
+    assert t_cfg.input == d_cfg.output and t_cfg.llm.backend == "transformers" and t_cfg.best_of >= 1
+    assert nd_cfg.input == t_cfg.output and i_cfg.input == nd_cfg.output
+    assert m_cfg.index == i_cfg.output and Path(m_cfg.input).is_file()
+    # later stages read match's output, the deduplicated templates and the very documents match read
+    assert n_cfg.input == m_cfg.output and n_cfg.templates == nd_cfg.output and n_cfg.documents == m_cfg.input
+    assert j_cfg.input == n_cfg.output and s_cfg.input == j_cfg.output and b_cfg.input == s_cfg.output
+    assert b_cfg.documents == m_cfg.input
     assert (b_cfg.text_column, b_cfg.id_column, b_cfg.limit) == (m_cfg.text_column, m_cfg.id_column, m_cfg.limit)
+
+
+def test_optional_and_skipped_stages_are_linked_around(tmp_path):
+    """Without a decontaminate section (optional) templatize reads queries; a run naming only some stages links
+    each to the nearest earlier stage that runs."""
+    names = [spec.name for spec, _ in stage_configs({}, str(tmp_path))]
+    assert "decontaminate" not in names and {"near_dedup", "scrub"} <= set(names)
+    cfgs = dict((spec.name, cfg) for spec, cfg in stage_configs(
+        {"stages": ["queries", "templatize", "index", "match", "instantiate", "judge", "budget"]}, str(tmp_path)))
+    assert cfgs["templatize"].input == str(tmp_path / "queries") and cfgs["index"].input == str(tmp_path / "templatize")
+    assert cfgs["instantiate"].templates == str(tmp_path / "templatize") and cfgs["budget"].input == str(tmp_path / "judge")

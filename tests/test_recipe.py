@@ -30,16 +30,21 @@ def test_full_run_on_the_embedded_default_models(tmp_path):
         "llm": {"backend": "transformers", "batch_size": 8},
         "progress": False,
         "queries": {"input": str(tmp_path / "q.jsonl"), "column": "query"},
+        "decontaminate": {"eval_sets": str(DATA / "sample_eval.jsonl")},
         "templatize": {"best_of": 1},
+        "near_dedup": {},
         "index": {},
         "match": {"input": str(tmp_path / "d.jsonl"), "threshold": 0.0, "templates_per_document": 3},
         "instantiate": {"max_document_chars": 800},
         "judge": {},
+        "scrub": {},
         "budget": {},
     }
     out = tmp_path / "run"
     summaries = {s.stage: s for s in recipe.run(config, str(out), echo=lambda _: None)}
-    assert list(summaries) == ["queries", "templatize", "index", "match", "instantiate", "judge", "budget"]
+    assert list(summaries) == ["queries", "decontaminate", "templatize", "near_dedup", "index", "match",
+                               "instantiate", "judge", "scrub", "budget"]
+    assert schema_of(out / "near_dedup").equals(schemas.TEMPLATES)
     assert schema_of(out / "match").equals(schemas.MATCHES)
     assert schema_of(out / "instantiate").equals(schemas.PAIRS)
     assert schema_of(out / "judge").equals(schemas.JUDGED)
@@ -63,6 +68,7 @@ def test_full_run_on_the_embedded_default_models(tmp_path):
     standard, instructions = rows(out / "budget" / "standard"), rows(out / "budget" / "instructions")
     assert [d["document_id"] for d in standard] == [d["id"] for d in docs]
     assert {r["pair_id"] for r in instructions} <= {r["pair_id"] for r in judged}
+    assert summaries["scrub"].rows_in == len(judged) == summaries["scrub"].rows_out
     budget = 0
     for d in standard:  # no pair exceeds the budget its document (plus rollover) gave it
         budget += d["num_tokens"] - sum(r["num_tokens"] for r in instructions if r["document_id"] == d["document_id"])

@@ -40,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         add_arguments(p, spec.config)
         p.set_defaults(func=_run_stage, spec=spec)
     run = sub.add_parser("run", help="run a configured pipeline: one sub-directory per stage",
-                         description="Run the stages of a YAML run config in order (queries → templatize → index → match → "
-                         "instantiate → judge → budget), "
-                         "writing DIR/<stage>/ for each. Resumable.")
+                         description="Run the stages of a YAML run config in order (queries → [decontaminate] → "
+                         "templatize → near_dedup → index → match → instantiate → judge → scrub → budget), writing "
+                         "DIR/<stage>/ for each. Stages with a section in the config run (all but the optional "
+                         "decontaminate when none has). Resumable.")
     run.add_argument("config", help="run config (YAML): shared keys + one section per stage")
     run.add_argument("--output", required=True, help="run directory")
     run.add_argument("--overwrite", action="store_true", help="restart stages whose settings changed")

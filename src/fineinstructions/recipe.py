@@ -16,7 +16,8 @@ from typing import Any
 from fineinstructions.config import build, merge
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.stages import budget, evaluate, index, instantiate, judge, match, pretrain, queries, rephrase, templatize
+from fineinstructions.stages import (budget, decontaminate, evaluate, index, instantiate, judge, match, near_dedup, pretrain,
+                                     queries, released_bank, rephrase, scrub, templatize)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,9 +26,11 @@ class StageSpec:
     config: type
     run: Callable[[Any], StageSummary]
     help: str
-    #: config field -> what fills it in a run: an earlier stage's output folder ("match") or one of its
-    #: resolved settings ("match.input")
+    #: config field -> what fills it in a run: an earlier stage's output folder ("match"), the first of several
+    #: that runs in this run ("near_dedup|templatize"), or one of a stage's resolved settings ("match.input")
     links: tuple[tuple[str, str], ...] = ()
+    #: runs only when the run config names it (a section or `stages:`), e.g. decontamination needs eval sets
+    optional: bool = False
 
 
 #: later stages read the documents match read, with the same columns and limit
@@ -38,24 +41,33 @@ _DOCUMENTS = (("documents", "match.input"), ("format", "match.format"), ("text_c
 STAGES: list[StageSpec] = [
     StageSpec("queries", queries.QueriesConfig, queries.run,
               "real user queries (jsonl/parquet/csv/HF) → clean, deduplicated queries"),
+    StageSpec("decontaminate", decontaminate.DecontaminateConfig, decontaminate.run,
+              "rows → rows without evaluation-set overlap (Tulu 3: 8-grams covering > half of an eval instance)",
+              (("input", "queries"),), optional=True),
     StageSpec("templatize", templatize.TemplatizeConfig, templatize.run,
               "queries → <fi>-slotted instruction templates + compatible document descriptions",
-              (("input", "queries"),)),
+              (("input", "decontaminate|queries"),)),
+    StageSpec("near_dedup", near_dedup.NearDedupConfig, near_dedup.run,
+              "templates → one per MinHash near-duplicate cluster (clusters and counts kept)",
+              (("input", "templatize"),)),
     StageSpec("index", index.IndexConfig, index.run,
               "templates → FAISS index of their compatible document descriptions",
-              (("input", "templatize"),)),
+              (("input", "near_dedup|templatize"),)),
     StageSpec("match", match.MatchConfig, match.run,
               "documents → N templates each (Gaussian-pooled embeddings, threshold, slot-balanced sampling)",
               (("index", "index"),)),
     StageSpec("instantiate", instantiate.InstantiateConfig, instantiate.run,
               "matches → instruction → answer pairs grounded in the document by expanded <excerpt> tags",
-              (("input", "match"), ("templates", "templatize"), *_DOCUMENTS)),
+              (("input", "match"), ("templates", "near_dedup|templatize"), *_DOCUMENTS)),
     StageSpec("judge", judge.JudgeConfig, judge.run,
               "pairs → 1-5 judge scores; keeps pairs scoring at least --min-score",
               (("input", "instantiate"),)),
+    StageSpec("scrub", scrub.ScrubConfig, scrub.run,
+              "judged pairs → emails, public IPs, phone and card numbers replaced (PII)",
+              (("input", "judge"),)),
     StageSpec("budget", budget.BudgetConfig, budget.run,
               "judged pairs → instruction corpus with the documents' own token count, + the standard corpus",
-              (("input", "judge"), *_DOCUMENTS)),
+              (("input", "scrub|judge"), *_DOCUMENTS)),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -65,6 +77,8 @@ COMMANDS: list[StageSpec] = [
               "documents → WRAP-style question-answer rewrites (the baseline synthetic recipe)"),
     StageSpec("pretrain", pretrain.PretrainConfig, pretrain.run,
               "train a Llama-style model from scratch on a corpus with an exact token budget"),
+    StageSpec("released_bank", released_bank.ReleasedBankConfig, released_bank.run,
+              "the released FineTemplates bank (HF name or local parquet) → templatize output, instead of templatize"),
     StageSpec("evaluate", evaluate.EvaluateConfig, evaluate.run,
               "score a checkpoint on held-out questions (answer NLL, EM, F1); judge it against another model"),
 ]
@@ -73,7 +87,8 @@ COMMANDS: list[StageSpec] = [
 def stage_configs(config: dict[str, Any], output: str, overrides: dict[str, Any] | None = None) -> list[tuple[StageSpec, Any]]:
     """Resolve each stage's typed config from a run config (shared keys < stage section < overrides)."""
     overrides = overrides or {}
-    names = config.get("stages") or [s.name for s in STAGES if s.name in config] or [s.name for s in STAGES]
+    names = (config.get("stages") or [s.name for s in STAGES if s.name in config]
+             or [s.name for s in STAGES if not s.optional])
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         raise UserError(f"unknown stage(s) {', '.join(unknown)}; stages are: {', '.join(BY_NAME)}")
@@ -92,7 +107,8 @@ def stage_configs(config: dict[str, Any], output: str, overrides: dict[str, Any]
         for field, source in spec.links:
             stage, _, setting = source.partition(".")
             if not setting:
-                values.setdefault(field, str(Path(output) / stage))
+                choices = stage.split("|")
+                values.setdefault(field, str(Path(output) / next((c for c in choices if c in names), choices[-1])))
             elif stage in done and field not in values:
                 values[field] = getattr(done[stage], setting)
         cfg = build(spec.config, values, where=f"run config [{spec.name}]")
@@ -121,4 +137,6 @@ def demo_config() -> dict[str, Any]:
     config.setdefault("queries", {})["input"] = str(data / "sample_queries.jsonl")
     if "match" in config:
         config["match"]["input"] = str(data / config["match"].get("input", "sample_documents.jsonl"))
+    if "decontaminate" in config:
+        config["decontaminate"]["eval_sets"] = str(data / config["decontaminate"]["eval_sets"])
     return config
