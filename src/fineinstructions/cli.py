@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", required=True, help="run directory")
     run.add_argument("--overwrite", action="store_true", help="restart stages whose settings changed")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    run.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="write DIR/report.html")
     run.set_defaults(func=_run_recipe)
     exp = sub.add_parser("experiment", help="pre-train one model per arm and seed at equal tokens, evaluate, compare",
                          description="From a finished run: train standard / fineinstructions / wrap arms with the "
@@ -57,11 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", required=True, help="experiment directory")
     exp.set_defaults(func=_run_experiment)
     demo = sub.add_parser("demo", help="the recipe on the bundled sample with the embedded default model (CPU, offline)",
-                          description="Run the whole configured recipe on real queries shipped with the package, "
-                          "using SmolLM2-135M-Instruct on the CPU.")
+                          description="Run the whole configured recipe on the sample queries and documents shipped "
+                          "with the package, using SmolLM2-135M-Instruct on the CPU; writes DIR/report.html.")
     demo.add_argument("--output", default="out/demo", help="run directory (default: out/demo)")
     demo.add_argument("--overwrite", action="store_true", help="restart stages whose settings changed")
     demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    demo.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="write DIR/report.html")
     demo.set_defaults(func=_run_recipe)
     rep = sub.add_parser("report", help="one self-contained HTML page about a run: figures + a sample browser",
                          description="Read a run directory (`run`/`demo` --output) and write one HTML file with "
@@ -90,6 +92,10 @@ def _run_recipe(args: argparse.Namespace) -> None:
     print(render_run(summaries, time.time() - start))
     with open(f"{args.output}/run_summary.json", "w") as f:
         json.dump([s.to_dict() for s in summaries], f, indent=2)
+    if args.report:
+        from fineinstructions.report import report
+
+        print(f"report: {report(args.output, f'{args.output}/report.html')} (open it in a browser)")
 
 
 def _run_experiment(args: argparse.Namespace) -> None:

@@ -124,7 +124,7 @@ def test_decontamination_and_pii_hooks_show_when_present(run):
     (run / "scrub" / "summary.json").write_text(json.dumps(
         {"stage": "scrub", "rows_in": 9, "rows_out": 9, "distributions": {"pii": {"email": 3, "phone": 1}}}))
     opened = RunDir.open(run)
-    assert metrics.pii_counts(opened) == {"scrub": {"pii/email": 3, "pii/phone": 1}}
+    assert metrics.pii_counts(opened) == {"scrub": {"rows checked": 9, "pii/email": 3, "pii/phone": 1}}
     assert "decontaminate" in opened.stages() and "scrub" in opened.stages()  # in the stage table too
     decontamination, pii = sections.decontamination_section(opened).body, sections.pii_section(opened).body
     assert 'class="status ran"' in decontamination and "distributions.contaminated_by.mmlu" in decontamination

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,20 +15,18 @@ from fineinstructions.stages.decontaminate import DecontaminateConfig, OverlapIn
 from fineinstructions.stages.queries import QueriesConfig
 from fineinstructions.stages.queries import run as run_queries
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llm_stage_helpers import table, write_jsonl  # noqa: E402
+
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "queries"
 
 
 def rows(folder):
-    return [r for p in sorted(Path(folder).glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    return table(folder)
 
 
 def rejects(folder):
-    return [r for p in sorted((Path(folder) / "rejects").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return str(path)
+    return table(folder, "rejects")
 
 
 def test_overlap_score_follows_tulu():

@@ -221,8 +221,9 @@ def decontamination(run: RunDir) -> dict | None:
 
 
 def pii_counts(run: RunDir) -> dict[str, dict[str, int]]:
-    """Hook for PII detection: any stage summary with a `pii` section, or counters whose name starts with `pii`
-    (e.g. `rejects: {pii_email: 3}`), grouped by stage; empty when no stage counted PII."""
+    """PII counts grouped by stage: the `scrub` stage's summary (always listed when it ran, with the rows it
+    checked, so "ran, found nothing" differs from "not run"), plus any other stage summary with a `pii` section or
+    counters whose name starts with `pii` (e.g. `rejects: {pii_email: 3}`); empty when no stage looked for PII."""
     out: dict[str, dict[str, int]] = {}
     for stage in run.stages():
         s = run.summary(stage)
@@ -233,6 +234,8 @@ def pii_counts(run: RunDir) -> dict[str, dict[str, int]]:
         for name, hist in (s.get("distributions") or {}).items():
             if name.lower().startswith("pii"):
                 counts.update({f"{name}/{k}": v for k, v in hist.items()})
+        if s.get("stage") == "scrub":
+            counts = {"rows checked": s.get("rows_in", 0), **counts}
         if counts:
             out[stage] = {k: int(v) for k, v in counts.items()}
     return out
