@@ -3,18 +3,18 @@ and `match` run on (real default embedder, real FAISS, real documents when ../sh
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from fineinstructions import schemas
 from fineinstructions.errors import UserError
-from fineinstructions.stages.index import IndexConfig
-from fineinstructions.stages.index import run as run_index
-from fineinstructions.stages.match import MatchConfig
-from fineinstructions.stages.match import run as run_match
+from fineinstructions.cli import main
+from fineinstructions.recipe import stage_configs
 from fineinstructions.stages.released_bank import ReleasedBankConfig, run
 
 from test_index_match_stage import TEMPLATES, documents
@@ -70,16 +70,24 @@ def test_released_schema_maps_to_templatize_output(bank):
     assert rejected["5"] == "duplicate_template" and rejected["1"] == "unbalanced_tags"
 
 
-def test_index_and_match_run_on_the_imported_bank(bank, tmp_path):
-    tmp, _ = bank
-    index = run_index(IndexConfig(input=str(tmp / "templatize"), output=str(tmp_path / "index"), progress=False))
-    assert index.rows_out == len(TEMPLATES)
-    summary = run_match(MatchConfig(input=documents(tmp_path), index=str(tmp_path / "index"),
-                                    output=str(tmp_path / "match"), threshold=0.2, templates_per_document=2,
-                                    progress=False))
-    matched = read(tmp_path / "match")
-    assert summary.rows_out == len(matched) > 0
-    assert {r["template_id"] for r in matched} <= {str(1000 + i) for i in range(len(TEMPLATES))}
+def test_a_run_starts_from_the_released_bank(tmp_path):
+    """`fineinstructions run` with a released_bank section instead of templatize: the bank is imported, near-dup
+    filtered, indexed (real MiniLM, real FAISS) and matched to real documents; instantiate would read the same bank."""
+    src = tmp_path / "finetemplates.parquet"
+    pq.write_table(pa.Table.from_pylist(released_rows(), schema=RELEASED_SCHEMA), src)
+    config = {"progress": False, "released_bank": {"input": str(src)}, "near_dedup": {}, "index": {},
+              "match": {"input": documents(tmp_path), "threshold": 0.2, "templates_per_document": 2}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "run.yaml"), "--output", str(tmp_path / "run"), "--no-progress",
+                 "--no-report"]) == 0
+    run_dir = tmp_path / "run"
+    assert [s["stage"] for s in json.loads((run_dir / "run_summary.json").read_text())] == [
+        "released_bank", "near_dedup", "index", "match"]
+    assert {r["template_id"] for r in read(run_dir / "near_dedup")} == {str(1000 + i) for i in range(len(TEMPLATES))}
+    matched = read(run_dir / "match")
+    assert matched and {r["template_id"] for r in matched} <= {str(1000 + i) for i in range(len(TEMPLATES))}
+    later = dict((spec.name, cfg) for spec, cfg in stage_configs({**config, "instantiate": {}}, str(run_dir)))
+    assert later["instantiate"].templates == str(run_dir / "near_dedup")
 
 
 def test_missing_columns_are_one_line_errors(tmp_path):
