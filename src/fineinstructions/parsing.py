@@ -12,28 +12,33 @@ from typing import Any
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 _DECODER = json.JSONDecoder()
+# where an object can begin: `{` then a key or `}`. Each failed decode costs O(offset) (the error computes its line
+# number), so trying every `{` of a runaway reply ("{{{{…", 200k chars) took ~30 s; this, and `max_attempts`, cap it.
+_OBJECT_START = re.compile(r'\{\s*["}]')
 
 
-def extract_json_object(text: str | None, max_chars: int = 200_000) -> dict[str, Any] | None:
+def extract_json_object(text: str | None, max_chars: int = 200_000, max_attempts: int = 256) -> dict[str, Any] | None:
     """Return the first JSON object (dict) found in `text`, or None.
 
-    Tries fenced blocks first (the model's own statement of what the JSON is), then every `{` left to right.
-    `max_chars` bounds the work on runaway outputs.
+    Tries fenced blocks first (the model's own statement of what the JSON is), then every place an object can
+    start, left to right. `max_chars` and `max_attempts` (decodes tried) bound the work on runaway outputs.
     """
     if not text:
         return None
     text = text[:max_chars]
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    attempts = 0
     for chunk in candidates:
-        start = chunk.find("{")
-        while start != -1:
+        for start in _OBJECT_START.finditer(chunk):
+            attempts += 1
+            if attempts > max_attempts:
+                return None
             try:
-                obj, _ = _DECODER.raw_decode(chunk, start)
+                obj, _ = _DECODER.raw_decode(chunk, start.start())
             except (json.JSONDecodeError, RecursionError):
                 obj = None
             if isinstance(obj, dict):
                 return obj
-            start = chunk.find("{", start + 1)
     return None
 
 
@@ -67,6 +72,9 @@ def parse_score(text: str | None) -> int | None:
     """
     if not text:
         return None
+    # one space per whitespace run: the patterns chain several `\s*`, which backtrack cubically over a long run
+    # ("Score:" then thousands of newlines, a degenerate judge reply, took minutes)
+    text = " ".join(text.split())
     for pattern in _SCORE_PATTERNS:
         found = pattern.findall(text)
         if found:

@@ -13,9 +13,14 @@ Faults are chosen by marker words in the last user message / prompt, so one batc
     BADJSON         200 with a body that is not JSON
     NOCHOICES       200 with JSON that has no `choices`
     NOUSAGE         succeed, but with finish_reason null and no `usage`
+    TRUNCATED       200 announcing the full Content-Length, then half the JSON body and a closed connection
 
 A suffix `xN` limits a fault to the first N requests carrying that exact text (`FAIL500x2`: two 500s, then a
 normal answer). Counters are per exact text, so distinct requests never share a budget.
+
+`stub.chaos(rate, seed)` injects faults at random instead: each request without a marker gets, with probability
+`rate`, one fault drawn from `CHAOS` (seeded, so a run's sequence of draws is reproducible); `stub.injected`
+counts what was injected. This is a flaky server for whole stages, whose prompts carry no markers.
 
 Run standalone for manual poking: `python tests/llm/openai_stub_server.py --port 8000`.
 """
@@ -23,6 +28,7 @@ Run standalone for manual poking: `python tests/llm/openai_stub_server.py --port
 from __future__ import annotations
 
 import json
+import random
 import re
 import socket
 import struct
@@ -32,7 +38,10 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-_MARKER = re.compile(r"\b(FAIL\d{3}|SLOW|DELAY|RESET|BADJSON|NOCHOICES|NOUSAGE)(?:x(\d+))?\b")
+_MARKER = re.compile(r"\b(FAIL\d{3}|SLOW|DELAY|RESET|BADJSON|NOCHOICES|NOUSAGE|TRUNCATED)(?:x(\d+))?\b")
+#: the faults `chaos()` draws from: server errors, rate limits, answers slower than the client's timeout, dropped
+#: connections, garbage and cut-off bodies
+CHAOS = ("FAIL500", "FAIL503", "FAIL429", "SLOW", "RESET", "BADJSON", "NOCHOICES", "TRUNCATED")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -91,6 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
             stub.seen[text] += 1
             nth = stub.seen[text]
         faults = {m.group(1) for m in _MARKER.finditer(text) if m.group(2) is None or nth <= int(m.group(2))}
+        if not faults and (drawn := stub.draw_fault()):
+            faults = {drawn}
 
         for fault in faults:
             if fault.startswith("FAIL"):
@@ -112,6 +123,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "NOCHOICES" in faults:
             self._send(200, {"object": "error", "message": "injected NOCHOICES"})
+            return
+        if "TRUNCATED" in faults:
+            raw = json.dumps({"id": "stub-cut", "choices": [{"index": 0, "text": text}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw[: len(raw) // 2])
+            self.wfile.flush()
+            self.close_connection = True
             return
 
         words = (stub.responder(text) if stub.responder else prefix + text).split(" ")
@@ -153,12 +174,29 @@ class StubServer(ThreadingHTTPServer):
         self.delay_seconds = 0.05
         #: optional `text -> reply` to answer like a real model would (e.g. JSON templates for a stage test)
         self.responder: Callable[[str], str] | None = None
+        self.fault_rate = 0.0
+        self.injected: Counter[str] = Counter()
+        self._rng = random.Random(0)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/v1"
+
+    def chaos(self, rate: float, seed: int = 0) -> "StubServer":
+        """From now on, fail a share `rate` of the requests that carry no marker with a random fault of `CHAOS`."""
+        with self.lock:
+            self.fault_rate, self._rng = rate, random.Random(seed)
+        return self
+
+    def draw_fault(self) -> str | None:
+        with self.lock:
+            if not self.fault_rate or self._rng.random() >= self.fault_rate:
+                return None
+            fault = self._rng.choice(CHAOS)
+            self.injected[fault] += 1
+            return fault
 
     def count(self, path: str | None = None) -> int:
         """POSTs received, optionally only those to `path` (e.g. "/v1/completions")."""

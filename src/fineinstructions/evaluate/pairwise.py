@@ -41,8 +41,9 @@ def parse_preference(text: str) -> str | None:
     leading = _LEADING.match(text)
     if leading:
         return leading.group(1)
+    flat = " ".join(text.split())  # `\s*[:(\[]?\s*` backtracks quadratically over a long whitespace run
     for pattern in (_LABELLED, _BARE):
-        letters = set(pattern.findall(text))
+        letters = set(pattern.findall(flat))
         if len(letters) == 1:
             return letters.pop()
         if letters:

@@ -75,6 +75,7 @@ class Matcher(StageStep):
     def __init__(self, cfg: MatchConfig, meta: dict, target: dict[int, float], **kw):
         super().__init__(cfg.output, **kw)
         self.cfg, self.meta, self.target, self.batch_size = cfg, meta, target, cfg.batch_size
+        self.seen: set[int] = set()  # document ids of this task: a repeated id would merge two documents' pairs
 
     def setup(self, rank: int) -> None:
         from fineinstructions import faiss_index
@@ -99,6 +100,10 @@ class Matcher(StageStep):
         scores, idx = scores.reshape(len(rows), -1), idx.reshape(len(rows), -1)
         for d, row in enumerate(rows):
             doc_id = str(row["document_id"])
+            if hash(doc_id) in self.seen:
+                yield {"document_id": doc_id, "reason": "duplicate_document_id", "best_score": None}, "duplicate_document_id"
+                continue
+            self.seen.add(hash(doc_id))
             if d in empty:
                 yield {"document_id": doc_id, "reason": "empty", "best_score": None}, "empty"
                 continue

@@ -67,6 +67,10 @@ def _normalised(row: dict) -> str:
     return dedup_key(row["query"])
 
 
+def _id(row: dict) -> str:
+    return row["query_id"]
+
+
 def run(cfg: QueriesConfig) -> StageSummary:
     if not cfg.input:
         raise UserError("stage queries needs --input (a jsonl/parquet/csv file or folder, or a Hugging Face dataset)")
@@ -80,7 +84,8 @@ def run(cfg: QueriesConfig) -> StageSummary:
     step = QueryCleaner(cfg, has_ids, has_sources, default_source, progress=cfg.progress)
 
     def dedup(out: str, files: list[str]) -> DedupStep:
-        keys = [("duplicate_exact", _exact), ("duplicate_normalized", _normalised)]
+        # the same id on different queries would make later stages' provenance ambiguous: keep the first
+        keys = [("duplicate_exact", _exact), ("duplicate_normalized", _normalised), ("duplicate_id", _id)]
         return DedupStep(out, files, keys, "query_id", "query", schemas.QUERIES_REJECTS, progress=cfg.progress)
 
     return run_stage("queries", cfg, reader, step, schemas.QUERIES, dedup=dedup)
