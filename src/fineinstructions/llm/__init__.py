@@ -27,7 +27,7 @@ class LLMConfig:
     server_args: str = ""  # serve backend: extra server arguments, e.g. "--tensor-parallel-size 2 --max-model-len 8192"
     server_timeout: float = 900.0  # serve backend: seconds to wait for the server to load the model
     server_log_dir: str | None = None  # serve backend: server logs (default: ~/.cache/fineinstructions/servers)
-    batch_size: int = 8  # transformers backend: sequences per forward pass
+    batch_size: int = 16  # transformers backend: sequences per forward pass (measured: 3.4x one at a time on 2 CPU cores)
     num_threads: int | None = None  # transformers backend: torch CPU threads
     cache: bool = True  # request-level cache (rerun re-sends only what is missing)
     cache_path: str | None = None  # default: ~/.cache/fineinstructions/llm_cache.sqlite ($FINEINSTRUCTIONS_CACHE)

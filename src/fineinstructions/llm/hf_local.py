@@ -99,7 +99,7 @@ class TransformersBackend(LLMBackend):
         revision: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
-        batch_size: int = 8,
+        batch_size: int = 16,
         num_threads: int | None = None,
         min_prefix_tokens: int = 32,
     ):
