@@ -149,18 +149,20 @@ def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
 def judge_against_standard(runs: dict[str, list[dict[str, Any]]], cfg: ExperimentConfig) -> None:
     """Each non-standard arm's answers vs the standard arm's of the same seed, by the configured LLM judge; adds
     `win_rate_vs_standard` (ties count half) and the judge's full result (`pairwise`) to each run."""
-    from fineinstructions.stages.evaluate import head_to_head
+    from fineinstructions.stages.evaluate import head_to_head, judge_backend
 
     if "standard" not in runs:
         raise UserError("pairwise: true compares every arm with the standard arm: add standard to arms")
+    backend = judge_backend(cfg.judge)  # one judge (one model load) for every comparison
     baseline = {r["seed"]: r for r in runs["standard"]}
-    for arm, rs in runs.items():
-        if arm == "standard":
-            continue
-        for r in rs:
+    try:
+        for r in (r for arm, rs in runs.items() if arm != "standard" for r in rs):
             k = min(cfg.pairwise_limit, len(r["queries"]))
-            result = head_to_head(cfg.judge, r["queries"][:k], r["predictions"][:k], baseline[r["seed"]]["predictions"][:k])
+            result = head_to_head(cfg.judge, backend, r["queries"][:k], r["predictions"][:k],
+                                  baseline[r["seed"]]["predictions"][:k])
             r.update(win_rate_vs_standard=result["win_rate_a"], pairwise=result)
+    finally:
+        backend.close()
 
 
 def results_table(results: dict[str, Any]) -> str:

@@ -48,13 +48,20 @@ def write_predictions(metrics: dict[str, Any], folder: Path) -> None:
             f.write(json.dumps({"query": row["query"], "answers": row["answers"], "prediction": prediction}) + "\n")
 
 
-def head_to_head(judge: LLMConfig, queries: list[str], answers_a: list[str], answers_b: list[str]) -> dict[str, Any]:
-    """The judge's win rate of A over B (position-swapped), with the judge recorded for provenance."""
-    from fineinstructions.evaluate.pairwise import pairwise_win_rate
+def judge_backend(judge: LLMConfig):
+    """The pairwise judge's backend, checked first so a typo is one line; built once per evaluation or experiment."""
     from fineinstructions.llm import make_backend, preflight
 
     preflight(judge)
-    result = pairwise_win_rate(make_backend(judge), queries, answers_a, answers_b)
+    return make_backend(judge)
+
+
+def head_to_head(judge: LLMConfig, backend, queries: list[str], answers_a: list[str],
+                 answers_b: list[str]) -> dict[str, Any]:
+    """The judge's win rate of A over B (position-swapped), with the judge recorded for provenance."""
+    from fineinstructions.evaluate.pairwise import pairwise_win_rate
+
+    result = pairwise_win_rate(backend, queries, answers_a, answers_b)
     return {**result, "judge": {"backend": judge.backend, "model": judge.model or "default"}}
 
 
@@ -87,8 +94,12 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.against:
         rows = results["model"]["rows"][: cfg.pairwise_limit]
         k = len(rows)
-        pairwise = head_to_head(cfg.judge, [r["query"] for r in rows], results["model"]["predictions"][:k],
-                                results["against"]["predictions"][:k])
+        backend = judge_backend(cfg.judge)
+        try:
+            pairwise = head_to_head(cfg.judge, backend, [r["query"] for r in rows],
+                                    results["model"]["predictions"][:k], results["against"]["predictions"][:k])
+        finally:
+            backend.close()
         (out / "pairwise.json").write_text(json.dumps(pairwise, indent=2))
         summary["pairwise"] = pairwise
     return summary
