@@ -41,3 +41,39 @@ def test_yaml_errors(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_yaml(str(bad))
+
+
+def test_yaml_strings_that_are_numbers_become_numbers():
+    """YAML reads `threshold: "0.5"` and `lr: 3e-3` as strings; they used to reach the stage as str and fail
+    inside a task hours later."""
+    cfg = from_sources(TemplatizeConfig, {"temperature": "0.5", "llm": {"timeout": "3e1"}}, {})
+    assert cfg.temperature == 0.5 and isinstance(cfg.temperature, float) and cfg.llm.timeout == 30.0
+
+
+@pytest.mark.parametrize("values, named", [
+    ({"temperature": "high"}, "temperature: input should be a valid number"),
+    ({"best_of": 1.5}, "best_of: input should be a valid integer"),
+    ({"llm": {"batch_size": [4]}}, "llm.batch_size: input should be a valid integer"),
+    ({"llm": {"cache": "maybe"}}, "llm.cache: input should be a valid boolean"),
+    ({"executor": "k8s"}, "executor: 'k8s' is not one of local, slurm, ray"),
+    ({"llm": {"extra": "x"}}, "llm.extra: input should be a valid dictionary"),
+])
+def test_wrong_types_are_one_line_naming_the_key(values, named):
+    with pytest.raises(UserError) as e:
+        from_sources(TemplatizeConfig, values, {}, where="templatize config")
+    assert named in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bad_run_config_fails_before_any_stage_runs(tmp_path, capsys):
+    """`run` resolves and checks every stage's config first: a wrong type in the last stage's section stops the
+    run before the first stage writes anything."""
+    from fineinstructions.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text("queries: {input: queries.jsonl}\nmatch: {threshold: high, input: docs.jsonl}\n"
+                      "budget: {seed: 1}\n")
+    assert main(["run", str(config), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: run config [match]: threshold: input should be a valid number, unable to parse string "
+                   "as a number (got 'high')")
+    assert not (tmp_path / "out").exists()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from fineinstructions.errors import UserError
 
@@ -91,23 +93,64 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _forbid_extra(cls) -> None:
+    """Unknown keys are errors: set pydantic's `extra="forbid"` on `cls` and every dataclass nested in it."""
+    if "__pydantic_config__" not in vars(cls):
+        cls.__pydantic_config__ = ConfigDict(extra="forbid")
+    for tp in _hints(cls).values():
+        tp = _base_type(tp)
+        if dataclasses.is_dataclass(tp):
+            _forbid_extra(tp)
+
+
+@functools.cache
+def _adapter(cls) -> TypeAdapter:
+    _forbid_extra(cls)
+    return TypeAdapter(cls)
+
+
+def _describe(error: dict, known: dict[str, list[str]]) -> str:
+    """One clause per pydantic error: the dotted key, what was wrong, and what was given."""
+    loc = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "unexpected_keyword_argument":
+        parent = ".".join(str(p) for p in error["loc"][:-1])
+        return f"unknown key {loc!r} (known keys{' of ' + parent if parent else ''}: {', '.join(known.get(parent, []))})"
+    if error["type"] == "missing" or error["type"] == "missing_argument":
+        return f"{loc}: required"
+    return f"{loc}: {error['msg'][0].lower() + error['msg'][1:]} (got {error.get('input')!r})"
+
+
+def _known_keys(cls, prefix: str = "") -> dict[str, list[str]]:
+    out = {prefix: sorted(f.name for f in dataclasses.fields(cls))}
+    for name, tp in _hints(cls).items():
+        tp = _base_type(tp)
+        if dataclasses.is_dataclass(tp):
+            out.update(_known_keys(tp, f"{prefix}.{name}" if prefix else name))
+    return out
+
+
+def _check_choices(obj, where: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, f"{where}.{f.name}")
+        elif (choices := f.metadata.get("choices")) and value is not None and value not in choices:
+            raise UserError(f"{where}: {f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
 def build(cls, values: dict[str, Any], where: str = "config"):
-    """Instantiate `cls` from a (nested) dict, refusing unknown keys with the list of known ones."""
-    hints = _hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise UserError(f"unknown key(s) in {where}: {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-    kwargs = {}
-    for name, value in values.items():
-        tp = _base_type(hints[name])
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-            value = build(tp, value, where=f"{where}.{name}")
-        kwargs[name] = value
+    """Instantiate `cls` from a (nested) dict, checking every key and type before any work starts.
+
+    Validation is pydantic's (lax mode: the YAML string "0.5" for a float becomes 0.5, "3e-3" -- which YAML reads
+    as a string -- becomes 0.003); a wrong type, an unknown key or a value outside a field's choices is one line
+    naming the key. Why here: a typo found hours later inside a task costs the run, found now it costs a second.
+    """
     try:
-        obj = cls(**kwargs)
-    except TypeError as e:
-        raise UserError(f"incomplete {where}: {e}") from e
+        obj = _adapter(cls).validate_python(values)
+    except ValidationError as e:
+        problems = "; ".join(_describe(err, _known_keys(cls)) for err in e.errors())
+        raise UserError(f"{where}: {problems}") from None
+    _check_choices(obj, where)
     return obj
 
 

@@ -62,15 +62,20 @@ _WORD_SCORES = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
 _WORD_SCORE = re.compile(r"\b(?:score|rating|grade|give (?:it|this)(?: a)?)\b\D{0,12}?\b(one|two|three|four|five)\b", re.I)
 
 
-def parse_score(text: str | None) -> int | None:
+def parse_score(text: object) -> int | None:
     """A 1-5 judge score from free text, or None.
 
     Explicit forms win over bare digits ("<score>4</score>", `"score": 4`, "Score: 4/5", "rated 4 out of 5",
     "**4**", "a score of four"); when several explicit scores appear, the *last* one counts (judges reason first
     and conclude last). A lone digit 1-5 is accepted only when it is the whole answer, so "3 reasons" in prose
-    never becomes a score.
+    never becomes a score. A JSON format hands over the score field as parsed: an int, a float or a string; an
+    integer 1-5 (4 or 4.0) is taken as is, anything else that is not text (lists, booleans, 7) is no score.
     """
-    if not text:
+    if isinstance(text, bool) or text is None:
+        return None
+    if isinstance(text, (int, float)):
+        return int(text) if float(text).is_integer() and 1 <= text <= 5 else None
+    if not isinstance(text, str) or not text:
         return None
     # one space per whitespace run: the patterns chain several `\s*`, which backtrack cubically over a long run
     # ("Score:" then thousands of newlines, a degenerate judge reply, took minutes)

@@ -70,3 +70,42 @@ def test_judge_formats_render_the_pair_and_rubric(name):
     req = fmt.render({"instruction": "who designed {it}", "answer": "Gustave Eiffel", "rubric": RUBRIC})
     text = req.prompt if fmt.mode == "completion" else "\n".join(m["content"] for m in req.messages)
     assert "who designed {it}" in text and "Gustave Eiffel" in text and "5 = the answer fully addresses" in text
+
+
+#: every reply shape the README promises to read, as the judge's whole reply, with the score it must give
+REPLY_SHAPES = {
+    "q-label": ("Clear and complete.\nScore: 4/5", 4),
+    "q-bold": ("I would rate this **4**", 4),
+    "q-flow": ("<feedback>Good.</feedback>\n<score>5</score>", 5),
+    "q-json": ('{"score": 4}', 4),
+    "q-jsonstr": ('{"score": "5", "why": "complete"}', 5),
+    "q-jsonfloat": ('{"score": 3.0}', 3),
+    "q-word": ("Solid answer; I would give it a four.", 4),
+    "q-range": ('{"score": 7}', None),
+    "q-list": ('{"score": [4]}', None),
+}
+
+
+@pytest.mark.parametrize("fmt", ["rubric", "rubric-completion", "flow-judge", "json"])
+def test_every_documented_reply_shape_goes_through_the_stage(tmp_path, fmt):
+    """`{"score": 4}` under a JSON judge format used to crash the stage (parse_score called .split() on the int),
+    and the cached reply crashed every rerun. Each format must read every shape -- and a rerun from the cache too."""
+    if fmt == "json":  # a user's own JSON judge format: the score arrives as a parsed JSON value
+        path = tmp_path / "judge-json.yaml"
+        path.write_text('name: judge-json\nmode: chat\nparser: json\nfields: {score: score}\n'
+                        'system: "Rate 1-5 with {rubric}. Reply with JSON."\nuser: "Instruction: {instruction}"\n')
+        fmt = str(path)
+    rows = [{"pair_id": f"p-{q}", "document_id": "d", "template_id": "t", "instruction": q, "answer": f"a {q}",
+             "grounding": 1.0, "status": "ok"} for q in REPLY_SHAPES]
+    shard = write_shard(tmp_path / "instantiate", schemas.PAIRS, rows)
+    with serving(lambda text: REPLY_SHAPES[re.search(r"(q-\w+)", text).group(1)][0]) as server:
+        llm = stub_llm(server)
+        llm.cache_path = str(tmp_path / "cache.sqlite")
+        for attempt in ("fresh", "from cache"):
+            out = tmp_path / f"judge-{attempt.replace(' ', '-')}"
+            summary = run(JudgeConfig(input=shard, output=str(out), prompt_format=fmt, llm=llm, progress=False,
+                                      min_score=1, max_tokens=64))  # rubric-completion's own cap is 4 words
+            scores = {r["instruction"]: r["score"] for r in table(out) + table(out, "rejects")}
+            assert scores == {q: want for q, (_, want) in REPLY_SHAPES.items()}, attempt
+            assert summary.rejects == {"unparseable_score": 2}
+        assert summary.llm.get("cached_requests") == len(REPLY_SHAPES)
