@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from fineinstructions import __version__, recipe
+from fineinstructions import __version__, atomic, recipe
 from fineinstructions.config import add_arguments, from_sources, load_yaml
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import render_run
@@ -90,8 +90,7 @@ def _run_recipe(args: argparse.Namespace) -> None:
     start = time.time()
     summaries = recipe.run(config, args.output, {"overwrite": args.overwrite, "progress": args.progress})
     print(render_run(summaries, time.time() - start))
-    with open(f"{args.output}/run_summary.json", "w") as f:
-        json.dump([s.to_dict() for s in summaries], f, indent=2)
+    atomic.write_json(f"{args.output}/run_summary.json", [s.to_dict() for s in summaries])
     if args.report:
         from fineinstructions.report import report
 

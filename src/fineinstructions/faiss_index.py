@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+
+from fineinstructions import atomic
 import numpy as np
 
 from fineinstructions.errors import UserError
@@ -432,9 +434,10 @@ def save_index(index: faiss.Index, dir: str | os.PathLike, ids: list[str], embed
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)
-    faiss.write_index(index, str(out / (INDEX_FILE + ".tmp")))
-    os.replace(out / (INDEX_FILE + ".tmp"), out / INDEX_FILE)
-    pq.write_table(pa.table({"id": pa.array(list(ids), pa.string())}), out / IDS_FILE)
+    with atomic.replacing(out / INDEX_FILE) as tmp:
+        faiss.write_index(index, str(tmp))
+    with atomic.replacing(out / IDS_FILE) as tmp:
+        pq.write_table(pa.table({"id": pa.array(list(ids), pa.string())}), tmp)
     meta = dict(extra_meta or {})
     meta.update({
         "format": 1, "factory": meta.get("factory") or type(faiss.downcast_index(index)).__name__,
@@ -443,7 +446,7 @@ def save_index(index: faiss.Index, dir: str | os.PathLike, ids: list[str], embed
         **search_defaults(index), "faiss_version": faiss.__version__,
         "index_bytes": (out / INDEX_FILE).stat().st_size,
     })
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    atomic.write_json(out / META_FILE, meta, default=str)
     return out
 
 

@@ -5,7 +5,8 @@ Layout of a stage's output directory (the contract later stages and users rely o
     DIR/part-NNNNN.parquet        final rows, one schema per stage (see `schemas.py`)
     DIR/rejects/*.parquet         every rejected row with its `reason`
     DIR/logs/<phase>/             datatrove logs, per-task stats and `completions/` markers (resume)
-    DIR/stage.json                the settings the stage ran with (a rerun with other settings is refused)
+    DIR/stage.json                the settings the stage ran with and fingerprints of its inputs (a rerun with
+                                  other settings, or on changed input, is refused unless --overwrite)
     DIR/summary.json              counts, rejects by reason, tokens, timings
 
 A stage has a *map* phase (the per-row work, `tasks` shards in parallel) and an optional *dedup* phase (one task
@@ -28,8 +29,10 @@ import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
+from fineinstructions import atomic
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
+from fineinstructions.pipeline.inputs import changed_inputs, input_fingerprints, unfinished_input
 from fineinstructions.pipeline.executors import EXECUTORS, RayOptions, SlurmOptions, make_executor, run_quietly
 from fineinstructions.pipeline.readers import StrictParquetReader
 from fineinstructions.pipeline.step import StageStep
@@ -61,22 +64,31 @@ def stage_input(folder: str, text_key: str, id_key: str, produced_by: str) -> tu
     return files, StrictParquetReader(folder, glob_pattern="part-*.parquet", text_key=text_key, id_key=id_key)
 
 
-def _check_settings(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
-    """Completion markers are only valid for the settings that produced them."""
+def _check_settings(name: str, out: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Completion markers are only valid for the settings and the inputs that produced them."""
     marker = out / "stage.json"
     settings = json.loads(json.dumps(settings, default=str))  # compare as stored (tuples → lists, objects → str)
     if marker.is_file():
         previous = json.loads(marker.read_text())
-        if previous != settings:
+        before, now = dict(previous), dict(settings)
+        inputs_before, inputs_now = before.pop("inputs", {}), now.pop("inputs", {})
+        if before != now:
             if not overwrite:
-                changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
                 raise UserError(
                     f"{out} holds results made with other settings (changed: {', '.join(changed)}); "
                     "use another --output or pass --overwrite to start over"
                 )
             shutil.rmtree(out)
+        elif changed := changed_inputs(inputs_before, inputs_now):
+            if not overwrite:
+                raise UserError(
+                    f"stage {name}: its input changed since {out} was made: {'; '.join(changed)}; pass --overwrite "
+                    f"(or `run --overwrite`) to redo {name} on the new input"
+                )
+            shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+    atomic.write_text(marker, json.dumps(settings, indent=2, sort_keys=True, default=str))
 
 
 #: options that change how a stage runs, not what it produces: a rerun may change them freely (a stage started
@@ -117,8 +129,13 @@ def run_stage(
     if not opts.output:
         raise UserError(f"stage {name} needs --output DIR")
     out = Path(opts.output)
-    recorded = {"stage": name, **{k: v for k, v in vars(opts).items() if k not in RUN_ONLY}, **(settings or {})}
-    _check_settings(out, recorded, opts.overwrite)
+    if unfinished := unfinished_input(opts):
+        field, path, stage = unfinished
+        raise UserError(f"stage {name}: --{field.replace('_', '-')} {path} is an unfinished {stage} output (no "
+                        f"summary.json): finish the {stage} stage first (rerun it to resume)")
+    recorded = {"stage": name, **{k: v for k, v in vars(opts).items() if k not in RUN_ONLY}, **(settings or {}),
+                "inputs": input_fingerprints(opts)}
+    _check_settings(name, out, recorded, opts.overwrite)
     start = time.time()
     map_dir = out / "_map" if (dedup or finalize) else out / (shards_dir or "")
     _run_phase(name, "map", opts, [reader, step, ShardWriter(str(map_dir), schema)], out, opts.tasks)
@@ -135,11 +152,12 @@ def run_stage(
         _run_phase(name, "dedup", opts, [dedup_reader, dedup_step, writer], out, 1)
         for shard in (out / Path(f).name for f in map_files):  # one final shard per map shard, even if all were dups
             if not shard.exists():
-                pq.write_table(schema.empty_table(), shard)
+                with atomic.replacing(shard) as tmp:
+                    pq.write_table(schema.empty_table(), tmp)
     if finalize:
         phase, build = finalize
         map_files = sorted(str(p) for p in map_dir.glob("part-*.parquet"))
         _run_phase(name, phase, opts, build(map_dir, map_files), out, 1)
     summary = collect_summary(name, out, wall_time=time.time() - start, shards_dir=out / (shards_dir or ""))
-    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    atomic.write_json(out / "summary.json", summary.to_dict())
     return summary

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from fineinstructions import __version__
+from fineinstructions import __version__, atomic
 from fineinstructions.report import metrics, plots
 from fineinstructions.report.data import RunDir
 from fineinstructions.report.samples import MAX_SAMPLES, sample_pairs
@@ -37,9 +37,7 @@ def report(run_dir: str, output: str, max_samples: int = MAX_SAMPLES) -> Path:
     page = render(run, max_samples)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, page)
     return path
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
-from fineinstructions import schemas
+from fineinstructions import atomic, schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.runner import StageOptions, run_stage, stage_input
@@ -99,9 +99,10 @@ class IndexBuilder(PipelineStep):
             index = faiss_index.build_index(batches, self.cfg.factory, n_vectors=table.num_rows,
                                             nprobe=self.cfg.nprobe, report=report)
         out = Path(self.cfg.output)
+        # the bank first, the index after it (its meta.json last): a complete meta.json means a complete index
+        with atomic.replacing(out / "part-00000.parquet") as tmp:
+            pq.write_table(table.select(["template_id", "num_slots"]).cast(schemas.INDEX_BANK), tmp)
         faiss_index.save_index(index, out, table.column("template_id").to_pylist(), fingerprints.pop(), report)
-        bank = table.select(["template_id", "num_slots"])
-        pq.write_table(bank.cast(schemas.INDEX_BANK), out / "part-00000.parquet")
         self.stat_update("indexed", value=table.num_rows)
 
 

@@ -35,7 +35,7 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignatur
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.word_tokenizers import WordTokenizer
 
-from fineinstructions import schemas
+from fineinstructions import atomic, schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.runner import StageOptions, run_stage, stage_input
@@ -183,9 +183,8 @@ class Clusterer(PipelineStep):
 
 
 def _write(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.rename(path)
+    with atomic.replacing(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def run(cfg: NearDedupConfig) -> StageSummary:
