@@ -14,6 +14,9 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from fineinstructions.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,24 @@ def draw(candidates: list[Candidate], n: int, target: Mapping[int, float], rng: 
         if not pool:
             del by_slots[s]
     return chosen
+
+
+def parse_target(spec: str | None, bank: Path) -> dict[int, float]:
+    """A slot-count distribution from a folder of templates, an inline spec, or the index's own bank."""
+    if spec and ":" in spec and not Path(spec).exists():
+        try:
+            pairs = [item.split(":") for item in spec.split(",")]
+            weights = {int(k): float(v) for k, v in pairs}
+        except ValueError as e:
+            raise UserError(f"--target-slots {spec!r}: expected 'SLOTS:WEIGHT,...' such as '1:0.5,2:0.3'") from e
+        total = sum(weights.values())
+        if total <= 0:
+            raise UserError(f"--target-slots {spec!r}: weights must add up to more than 0")
+        return {k: v / total for k, v in weights.items()}
+    import pyarrow.parquet as pq
+
+    folder = Path(spec) if spec else bank
+    files = sorted(folder.glob("part-*.parquet"))
+    if not files:
+        raise UserError(f"no part-*.parquet with a num_slots column in {folder} (--target-slots)")
+    return slot_distribution(n for f in files for n in pq.read_table(f, columns=["num_slots"]).column(0).to_pylist())

@@ -64,6 +64,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
+        elif self.path.rstrip("/") == "/stub/stats":  # the request counter, for tests that run us as a process
+            with self.server.lock:
+                stats = {"answered": self.server.answered, "seen": dict(self.server.seen)}
+            self._send(200, stats)
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -113,6 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
             stub.stopping.wait(stub.slow_seconds)
         if "DELAY" in faults:
             time.sleep(stub.delay_seconds)
+        elif stub.every_delay:
+            time.sleep(stub.every_delay)
         if "RESET" in faults:
             # SO_LINGER 0 makes close() send RST instead of FIN: the client sees "connection reset".
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -152,6 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload["usage"] = {"prompt_tokens": prompt_words, "completion_tokens": len(reply.split()),
                                 "total_tokens": prompt_words + len(reply.split())}
         self._send(200, payload)
+        with stub.lock:
+            stub.answered += 1
 
 
 class StubServer(ThreadingHTTPServer):
@@ -172,6 +180,8 @@ class StubServer(ThreadingHTTPServer):
         self.retry_after: str | None = "0"
         self.slow_seconds = 30.0
         self.delay_seconds = 0.05
+        self.every_delay = 0.0  # seconds every request without a marker takes (a slow model)
+        self.answered = 0  # successful answers sent
         #: optional `text -> reply` to answer like a real model would (e.g. JSON templates for a stage test)
         self.responder: Callable[[str], str] | None = None
         self.fault_rate = 0.0

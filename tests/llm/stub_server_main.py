@@ -9,6 +9,7 @@ like an engine worker that hangs on shutdown), so the tests can check nothing ou
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from openai_stub_server import StubServer  # noqa: E402
 
+def _template(query: str) -> str:
+    *head, last = query.split()
+    return json.dumps({"template": " ".join(head) + " <fi>a thing</fi>",
+                       "compatible_document_description": f"A document that describes a {last} in detail."})
+
+
 _STUBBORN_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
 
 
@@ -32,6 +39,9 @@ def main() -> None:
     parser.add_argument("--fail", help="print this as an error while loading and exit with code 3")
     parser.add_argument("--die-after", type=float, help="exit with code 4 this many seconds after binding")
     parser.add_argument("--child", action="store_true", help="spawn a helper that ignores SIGTERM")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds every request takes (a slow model)")
+    parser.add_argument("--reply", choices=["echo", "template"], default="echo",
+                        help="template: answer like the released templatizer, slotting the query's last word")
     args = parser.parse_args()
 
     print(f"stub: pid {os.getpid()} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}", flush=True)
@@ -43,6 +53,9 @@ def main() -> None:
         print(f"ERROR stub: {args.fail}", file=sys.stderr, flush=True)
         sys.exit(3)
     server = StubServer(args.host, args.port)  # raises "Address already in use" when the port is taken
+    server.every_delay = args.delay
+    if args.reply == "template":
+        server.responder = _template
     if args.die_after is not None:
         threading.Timer(args.die_after, lambda: os._exit(4)).start()
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

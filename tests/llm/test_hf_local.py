@@ -72,3 +72,47 @@ def test_gguf_is_dequantised_once_then_loaded_from_the_converted_copy(tmp_path, 
     assert time.time() - start < 10  # vs ~20 s de-quantising the GGUF
     assert second.model_id == first.model_id  # same weights, same cache keys
     assert second.generate([request])[0].text == first.generate([request])[0].text
+
+
+@pytest.mark.slow
+def test_a_sampled_request_draws_the_same_tokens_in_any_batch(smollm):
+    """Sampling is seeded per request (its base seed + its content), not per batch: alone, in a batch, in another
+    order or another batch size, a request samples the same text; the base seed still makes candidates differ.
+    Before, `torch.manual_seed` once per batch made every row's draws depend on its batch-mates."""
+    p = SamplingParams(max_tokens=12, temperature=1.0, seed=3)
+    prompts = ["Once upon a time", "The best way to learn", "My favourite food is", "In the year 2050,"]
+    reqs = [Request.completion(t, p) for t in prompts]
+    batched = [c.text for c in smollm.generate(reqs)]
+    alone = [smollm.generate([r])[0].text for r in reqs]
+    reversed_batch = [c.text for c in smollm.generate(reqs[::-1])][::-1]
+    smollm.batch_size = 2
+    try:
+        pairs = [c.text for c in smollm.generate(reqs)]
+    finally:
+        smollm.batch_size = 16
+    assert batched == alone == reversed_batch == pairs
+    other_seed = smollm.generate([Request.completion(prompts[0], SamplingParams(max_tokens=12, temperature=1.0,
+                                                                                 seed=4))])[0].text
+    assert other_seed != batched[0]
+    assert len(set(batched)) == len(batched)  # rows do not copy each other's draws
+
+
+@pytest.mark.slow
+def test_the_shared_prefix_kv_cache_gives_the_plain_greedy_output(smollm):
+    """Few-shot prompts share their first hundreds of tokens; the backend computes that prefix's KV cache once.
+    The prompts here share a prefix far above `min_prefix_tokens`, so the cached path really runs (checked), and
+    its greedy answers must equal those of the plain path (prefix caching disabled)."""
+    head = ("You turn questions into templates. Example: who wrote hamlet -> who wrote <fi>a play</fi>. "
+            "Example: capital of peru -> capital of <fi>a country</fi>. Example: ") * 2
+    prompts = [head + q + " ->" for q in ("who painted the mona lisa", "how tall is everest", "when did rome fall")]
+    reqs = [Request.completion(t, SamplingParams(max_tokens=10)) for t in prompts]
+    cached = smollm.generate(reqs)
+    assert smollm._prefix is not None and len(smollm._prefix[0]) >= smollm.min_prefix_tokens  # the KV path ran
+    smollm.min_prefix_tokens, smollm._prefix = 10**9, None
+    try:
+        plain = smollm.generate(reqs)
+        assert smollm._prefix is None
+    finally:
+        smollm.min_prefix_tokens = 32
+    assert [c.text for c in cached] == [c.text for c in plain]
+    assert all(c.ok and c.completion_tokens > 0 for c in cached)

@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from fineinstructions.llm.base import Request, SamplingParams, file_digest  # noqa: E402
+from fineinstructions.llm.base import Request, SamplingParams  # noqa: E402
+from fineinstructions.llm.identity import content_digest  # noqa: E402
 from fineinstructions.llm.llamacpp import LlamaCppBackend  # noqa: E402
 
 
@@ -60,4 +61,4 @@ def test_chat_and_raw_prompts_in_order(backend):
 
 def test_model_id_is_stable(backend):
     assert backend.model_id.startswith("llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf:")
-    assert backend.model_id.endswith(file_digest(_gguf()))  # same file, same id, across processes
+    assert backend.model_id.endswith(content_digest(_gguf(), 12))  # same file, same id, across processes

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fineinstructions.llm.base import Completion, Request, SamplingParams
+from fineinstructions.llm.base import Completion, Request, SamplingParams, request_seed
 from fineinstructions.llm.openai_server import OpenAIServerBackend, check_server
 
 
@@ -66,7 +66,7 @@ def test_chat_and_completion_use_their_endpoints_and_map_params(stub):
     with make_backend(stub.url, extra_body={"top_k": 5, "repetition_penalty": 1.1}) as llm:
         out = llm.generate([
             chat("hello", max_tokens=32, temperature=0.7, top_p=0.9),
-            comp("once upon", stop=("\n", "END"), seed=42),
+            comp("once upon", stop=("\n", "END"), seed=42, temperature=0.5),
         ])
     assert [c.text for c in out] == ["chat:hello", "text:once upon"]
     # the two requests are sent concurrently, so they may arrive in either order
@@ -77,7 +77,10 @@ def test_chat_and_completion_use_their_endpoints_and_map_params(stub):
                           "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]}
     assert "stop" not in r1["body"] and "seed" not in r1["body"] and "prompt" not in r1["body"]
     assert r2["body"]["prompt"] == "once upon" and "messages" not in r2["body"]
-    assert r2["body"]["stop"] == ["\n", "END"] and r2["body"]["seed"] == 42
+    # a sampled request is seeded by its base seed and its own content (the same on any rerun, in any batch)
+    seed = request_seed(comp("once upon", stop=("\n", "END"), seed=42, temperature=0.5))
+    assert r2["body"]["stop"] == ["\n", "END"] and r2["body"]["seed"] == seed
+    assert seed != request_seed(comp("twice upon", stop=("\n", "END"), seed=42, temperature=0.5))
     assert r1["headers"]["Authorization"] == "Bearer test-key"
 
 

@@ -169,3 +169,17 @@ def test_not_a_run_directory_is_a_user_error(tmp_path):
         report(str(tmp_path / "nope"), str(tmp_path / "r.html"))
     with pytest.raises(UserError, match="holds no stage output"):
         report(str(tmp_path), str(tmp_path / "r.html"))
+
+
+def test_the_report_lists_stages_in_the_recipes_order(tmp_path):
+    """One stage list for the recipe and the report: the hygiene stages sit where the run put them, not after
+    the others by name (the report's own copy of the list had drifted from `recipe.STAGES`)."""
+    from fineinstructions.recipe import STAGES
+    from fineinstructions.report.data import RunDir
+
+    ran = ["queries", "decontaminate", "templatize", "near_dedup", "index", "match", "instantiate", "judge",
+           "scrub", "budget"]
+    for name in reversed(ran):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text("{}")
+    assert RunDir.open(tmp_path).stages() == ran == [s.name for s in STAGES if s.name in ran]

@@ -13,7 +13,8 @@ from fineinstructions import schemas
 from fineinstructions.errors import UserError
 from fineinstructions.stages.index import IndexConfig
 from fineinstructions.stages.index import run as run_index
-from fineinstructions.stages.match import MatchConfig, parse_target
+from fineinstructions.sampling import parse_target
+from fineinstructions.stages.match import MatchConfig
 from fineinstructions.stages.match import run as run_match
 
 SHARED_DOCS = Path(__file__).resolve().parents[3] / "shared" / "data" / "documents"

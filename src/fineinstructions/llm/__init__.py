@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fineinstructions.llm.base import Completion, LLMBackend, Message, Request, SamplingParams, fingerprint
@@ -17,7 +18,8 @@ class LLMConfig:
 
     backend: str = "transformers"  # transformers | openai | vllm | serve | llamacpp
     model: str | None = None  # hub name, local dir or .gguf; None = embedded default (SmolLM2-135M-Instruct)
-    revision: str | None = None
+    revision: str | None = None  # hub revision; for openai/serve, a user-given label of the served weights
+    adapter: str | None = None  # a PEFT (LoRA) adapter folder applied on top of the model (transformers backend)
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend only
     api_key: str | None = None  # openai backend only (default: $OPENAI_API_KEY)
     concurrency: int = 16  # openai backend: requests in flight
@@ -30,7 +32,9 @@ class LLMConfig:
     batch_size: int = 16  # transformers backend: sequences per forward pass (measured: 3.4x one at a time on 2 CPU cores)
     num_threads: int | None = None  # transformers backend: torch CPU threads
     cache: bool = True  # request-level cache (rerun re-sends only what is missing)
-    cache_path: str | None = None  # default: ~/.cache/fineinstructions/llm_cache.sqlite ($FINEINSTRUCTIONS_CACHE)
+    #: default: ~/.cache/fineinstructions/llm_cache.sqlite ($FINEINSTRUCTIONS_CACHE); on slurm/ray executors one file
+    #: per task under the stage's output folder (DIR/llm_cache/), never a shared SQLite file across nodes
+    cache_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # passed through to the backend constructor
 
 
@@ -38,6 +42,11 @@ def preflight(cfg: LLMConfig) -> None:
     """Check the model/server exists before any task starts, so a typo is one line, not a task traceback."""
     from fineinstructions.errors import UserError
 
+    if cfg.adapter is not None:
+        if cfg.backend != "transformers":
+            raise UserError(f"--llm-adapter is supported by the transformers backend (not {cfg.backend!r}) for now")
+        if not (Path(cfg.adapter) / "adapter_config.json").is_file():
+            raise UserError(f"--llm-adapter {cfg.adapter}: not a PEFT adapter folder (no adapter_config.json)")
     try:
         if cfg.backend in ("transformers", "llamacpp"):
             from fineinstructions.llm.hf_local import resolve_model
@@ -71,7 +80,8 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
         from fineinstructions.llm.hf_local import TransformersBackend
 
         backend: LLMBackend = TransformersBackend(
-            cfg.model, revision=cfg.revision, batch_size=cfg.batch_size, num_threads=cfg.num_threads, **cfg.extra
+            cfg.model, revision=cfg.revision, batch_size=cfg.batch_size, num_threads=cfg.num_threads,
+            adapter=cfg.adapter, **cfg.extra
         )
     elif cfg.backend == "openai":
         from fineinstructions.llm.openai_server import OpenAIServerBackend
@@ -80,7 +90,8 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
             raise ValueError("the openai backend needs --llm-model (the model name the server serves)")
         backend = OpenAIServerBackend(
             base_url=cfg.base_url, model=cfg.model, api_key=cfg.api_key, concurrency=cfg.concurrency,
-            timeout=cfg.timeout, max_retries=cfg.max_retries, **cfg.extra,
+            timeout=cfg.timeout, max_retries=cfg.max_retries,
+            **{"model_id": f"openai:{cfg.model}" + (f"@{cfg.revision}" if cfg.revision else ""), **cfg.extra},
         )
     elif cfg.backend == "vllm":
         from fineinstructions.llm.vllm_engine import VLLMBackend
@@ -106,7 +117,9 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
     else:
         raise ValueError(f"unknown llm backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
     if cfg.cache:
-        backend = CachedBackend(backend, RequestCache(cfg.cache_path or default_cache_path()))
+        from fineinstructions.llm.identity import model_identity
+
+        backend = CachedBackend(backend, RequestCache(cfg.cache_path or default_cache_path()), model_identity(cfg))
     return backend
 
 

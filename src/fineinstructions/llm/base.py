@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+    #: base seed of a sampled request; the seed actually used is `request_seed(request)` (base seed + content)
     seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +91,23 @@ class Completion:
         return cls(text="", finish_reason="error", error=error)
 
 
+def request_seed(request: Request) -> int | None:
+    """The seed a sampled request is generated with: its base seed mixed with its own content.
+
+    Why not the base seed alone: a backend seeded once per batch draws each request's tokens from a stream shared
+    with its batch-mates, so a resumed run (whose batches hold only the requests not yet cached) or another batch
+    size would sample differently. Seeded by content, a request samples the same tokens in any batch, on any rerun,
+    and `best_of` candidates (base seeds seed+1, seed+2, ...) still differ. None for greedy requests."""
+    p = request.params
+    if p.temperature <= 0 or p.seed is None:
+        return None
+    content = {"messages": request.to_dict()["messages"], "prompt": request.prompt, "seed": p.seed}
+    return int(fingerprint(content, length=8), 16) & 0x7FFFFFFF
+
+
+OnResult = Callable[[int, "Completion"], None]
+
+
 class LLMBackend(ABC):
     """Batched generation. Implementations return exactly one `Completion` per `Request`, in the same order."""
 
@@ -100,6 +117,15 @@ class LLMBackend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
 
+    def generate_each(self, requests: Sequence[Request], on_result: OnResult) -> list[Completion]:
+        """`generate`, calling `on_result(i, completion)` as each answer comes back, so a caller can store it at
+        once (the request cache does: a kill then loses only the requests in flight). Backends that finish
+        requests one by one or in sub-batches override this; the default reports them when the batch is done."""
+        out = self.generate(requests)
+        for i, c in enumerate(out):
+            on_result(i, c)
+        return out
+
     def close(self) -> None:
         """Release servers, sessions or GPU memory. Safe to call twice."""
 
@@ -108,20 +134,6 @@ class LLMBackend(ABC):
 
     def __exit__(self, *exc):
         self.close()
-
-
-def file_digest(path: str | os.PathLike[str], length: int = 12) -> str:
-    """Cheap, stable identity of a (possibly multi-GB) weights file: its size plus a hash of its first and last
-    MiB (GGUF header and tensor table, and the tail of the last tensor). Tells quantisations and revisions apart
-    for cache keys while reading 2 MiB."""
-    size = os.path.getsize(path)
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 1 << 20:
-            f.seek(max(size - (1 << 20), 1 << 20))
-            h.update(f.read(1 << 20))
-    return h.hexdigest()[:length]
 
 
 def fingerprint(*parts: Any, length: int = 16) -> str:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from fineinstructions.llm.base import Completion, LLMBackend, Request, SamplingParams, file_digest
+from fineinstructions.llm.base import Completion, LLMBackend, OnResult, Request, SamplingParams, request_seed
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -35,21 +35,26 @@ def default_model_path() -> str:
 
 
 def resolve_model(model: str | None, revision: str | None = None) -> tuple[str, str | None, str]:
-    """(name_or_dir, gguf_file, model_id) for a hub name, a local dir or a .gguf path."""
+    """(name_or_dir, gguf_file, model_id) for a hub name, a local dir or a .gguf path.
+
+    `model_id` names the weights by content (local files: a hash of every file) or by commit (hub), so two
+    fine-tunes saved under one folder name never share cached answers (see `identity.py`)."""
+    from fineinstructions.llm.identity import content_digest, hub_commit
+
     model = model or default_model_path()
     path = Path(model).expanduser()
     if model.endswith(".gguf"):
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {model}")
-        return str(path.parent), path.name, f"gguf:{path.name}:{file_digest(path)}"
+        return str(path.parent), path.name, f"gguf:{path.name}:{content_digest(path, 12)}"
     if path.is_dir():
         config = path / "config.json"
         if not config.is_file():
             raise FileNotFoundError(f"{model} is a directory without config.json: not a Hugging Face model directory")
-        return str(path), None, f"hf-dir:{path.name}:{file_digest(config)}"
+        return str(path), None, f"hf-dir:{path.name}:{content_digest(path, 12)}"
     if path.exists() or model.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model path not found: {model} (give a hub name, a model directory or a .gguf file)")
-    return model, None, f"hf:{model}@{revision or 'main'}"
+    return model, None, f"hf:{model}@{hub_commit(model, revision) or revision or 'main'}"
 
 
 def _converted_dir(model_id: str, dtype) -> Path | None:
@@ -102,6 +107,7 @@ class TransformersBackend(LLMBackend):
         batch_size: int = 16,
         num_threads: int | None = None,
         min_prefix_tokens: int = 32,
+        adapter: str | None = None,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,6 +133,9 @@ class TransformersBackend(LLMBackend):
                 f"could not load model {name!r}: {str(e).splitlines()[0]} "
                 "(offline? give a local directory or .gguf file with --model)"
             ) from e
+        if adapter:
+            self.model = _with_adapter(self.model, adapter)
+            self.model_id += f"+adapter:{Path(adapter).name}"
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -144,6 +153,11 @@ class TransformersBackend(LLMBackend):
 
     # -- generation -------------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        return self.generate_each(requests, lambda i, c: None)
+
+    def generate_each(self, requests: Sequence[Request], on_result: OnResult) -> list[Completion]:
+        """Sub-batches of `batch_size` same-params requests, shortest first; each sub-batch's answers are reported
+        (and so cached) as soon as it is done."""
         out: list[Completion | None] = [None] * len(requests)
         groups: dict[SamplingParams, list[int]] = defaultdict(list)
         texts = []
@@ -154,20 +168,22 @@ class TransformersBackend(LLMBackend):
             idxs.sort(key=lambda i: len(texts[i]))
             for s in range(0, len(idxs), self.batch_size):
                 batch = idxs[s : s + self.batch_size]
-                for i, c in zip(batch, self._generate_safe([texts[i] for i in batch], params)):
+                seeds = [request_seed(requests[i]) for i in batch]
+                for i, c in zip(batch, self._generate_safe([texts[i] for i in batch], params, seeds)):
                     out[i] = c
+                    on_result(i, c)
         return out  # type: ignore[return-value]
 
-    def _generate_safe(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+    def _generate_safe(self, prompts: list[str], params: SamplingParams, seeds: list[int | None]) -> list[Completion]:
         """One bad prompt (too long, odd tokens) must not fail its batch-mates: retry them one by one."""
         try:
-            return self._generate_batch(prompts, params)
+            return self._generate_batch(prompts, params, seeds)
         except Exception as e:  # noqa: BLE001 - errors become data
             if len(prompts) == 1:
                 return [Completion.failed(f"{type(e).__name__}: {e}")]
-            return [c for p in prompts for c in self._generate_safe([p], params)]
+            return [c for p, s in zip(prompts, seeds) for c in self._generate_safe([p], params, [s])]
 
-    def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+    def _generate_batch(self, prompts: list[str], params: SamplingParams, seeds: list[int | None]) -> list[Completion]:
         import torch
 
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -182,12 +198,11 @@ class TransformersBackend(LLMBackend):
                 keep.append(j)
         if keep:
             input_ids, mask, cache = self._pack([ids[j] for j in keep])
-            gen_kwargs = dict(max_new_tokens=params.max_tokens, pad_token_id=self.tokenizer.pad_token_id)
-            if params.temperature > 0:
-                gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-                torch.manual_seed(params.seed if params.seed is not None else 0)
-            else:
-                gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            gen_kwargs = dict(max_new_tokens=params.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                              do_sample=False, temperature=None, top_p=None, top_k=None)
+            if params.temperature > 0:  # each row draws from its own seeded generator (see `RowSampler`)
+                row_seeds = [seeds[j] if seeds[j] is not None else 0 for j in keep]
+                gen_kwargs["logits_processor"] = [RowSampler(row_seeds, params.temperature, params.top_p)]
             if params.stop:
                 gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
             with torch.inference_mode():
@@ -254,6 +269,47 @@ class TransformersBackend(LLMBackend):
 
     def close(self) -> None:
         self.model = self._prefix = None
+
+
+class RowSampler:
+    """Samples each row of a batch from its own seeded generator (temperature, then nucleus `top_p`) and hands
+    `generate` a distribution with all mass on the drawn token, so greedy decoding emits exactly that token.
+
+    Why not `do_sample=True`: transformers draws every row from one global RNG stream, so a request's tokens would
+    depend on its batch-mates and their order -- a resumed run or another batch size would sample differently.
+    Here row i's draws depend only on its seed (`request_seed`: its own content) and its own logits."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float = 1.0):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1).cpu()
+        if self.top_p < 1.0:  # keep the smallest set of most likely tokens whose mass reaches top_p
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p
+            sorted_probs[outside] = 0.0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        out = torch.full_like(scores, float("-inf"))
+        for row, gen in enumerate(self.generators):
+            token = torch.multinomial(probs[row], 1, generator=gen)
+            out[row, token.to(out.device)] = 0.0
+        return out
+
+
+def _with_adapter(model, adapter: str):
+    """The model with a PEFT adapter applied (LoRA weights merged in, so generation costs what the base costs)."""
+    try:
+        from peft import PeftModel
+    except ImportError as e:
+        raise ImportError("loading an adapter needs peft: pip install peft") from e
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
 
 
 def load_tokenizer(model: str | None = None, revision: str | None = None):

@@ -12,7 +12,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from fineinstructions.llm.base import Completion, LLMBackend, Request, file_digest
+from fineinstructions.llm.base import Completion, LLMBackend, Request, request_seed
+from fineinstructions.llm.identity import content_digest
 
 _INSTALL_HINT = (
     "llama.cpp backend needs the optional extra: pip install 'fineinstructions[llamacpp]' "
@@ -54,13 +55,13 @@ class LlamaCppBackend(LLMBackend):
         if seed is not None:
             kwargs["seed"] = seed
         self._llm: Any = llama_cpp.Llama(**kwargs)
-        self.model_id = f"llamacpp:{os.path.basename(model_path)}:{file_digest(model_path)}"
+        self.model_id = f"llamacpp:{os.path.basename(model_path)}:{content_digest(model_path, 12)}"
 
     def _call(self, req: Request) -> Completion:
         if self._llm is None:
             raise RuntimeError("LlamaCppBackend is closed")
         p = req.params
-        seed = p.seed if p.seed is not None else self.seed
+        seed = request_seed(req) if p.seed is not None else self.seed
         kwargs: dict[str, Any] = dict(
             max_tokens=p.max_tokens,
             temperature=p.temperature,  # llama-cpp-python samples greedily when temperature <= 0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from fineinstructions.llm.base import Completion, LLMBackend, Request
+from fineinstructions.llm.base import Completion, LLMBackend, OnResult, Request
 from fineinstructions.llm.cache import cache_home
 from fineinstructions.llm.openai_server import OpenAIServerBackend, check_server
 
@@ -245,10 +245,14 @@ class ManagedServerBackend(LLMBackend):
         return self.server.log_path
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        return self.generate_each(requests, lambda i, c: None)
+
+    def generate_each(self, requests: Sequence[Request], on_result: OnResult) -> list[Completion]:
         """Raises ServerError if the server is or goes down: recorded as per-request failures, a crash would
-        mark the task done with every answer missing; as an error, the task fails and a rerun redoes it."""
+        mark the task done with every answer missing; as an error, the task fails and a rerun redoes it. Answers
+        that came back before it went down were already handed to `on_result` (and so cached)."""
         self.server.check_alive()
-        out = self.client.generate(requests)
+        out = self.client.generate_each(requests, on_result)
         self.server.check_alive(when="during a batch")
         return out
 

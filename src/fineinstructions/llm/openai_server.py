@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from fineinstructions.llm.base import Completion, LLMBackend, Request
+from fineinstructions.llm.base import Completion, LLMBackend, OnResult, Request, request_seed
 
 __all__ = ["OpenAIServerBackend", "check_server"]
 
@@ -151,18 +151,21 @@ class OpenAIServerBackend(LLMBackend):
     # -- public API ---------------------------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        """One Completion per Request, in order. Runs its own event loop; if the calling thread already runs one
-        (a notebook, an async caller), the batch runs on a helper thread instead of failing with
-        "asyncio.run() cannot be called from a running event loop"."""
+        return self.generate_each(requests, lambda i, c: None)
+
+    def generate_each(self, requests: Sequence[Request], on_result: OnResult) -> list[Completion]:
+        """One Completion per Request, in order; `on_result(i, c)` is called as each one arrives. Runs its own
+        event loop; if the calling thread already runs one (a notebook, an async caller), the batch runs on a
+        helper thread instead of failing with "asyncio.run() cannot be called from a running event loop"."""
         requests = list(requests)
         if not requests:
             return []
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._run_batch(requests))
+            return asyncio.run(self._run_batch(requests, on_result))
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self._run_batch(requests)).result()
+            return pool.submit(asyncio.run, self._run_batch(requests, on_result)).result()
 
     def close(self) -> None:
         """Nothing to release: each batch opens and closes its own connection pool, because an AsyncClient is
@@ -182,17 +185,23 @@ class OpenAIServerBackend(LLMBackend):
         body.update(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p)
         if p.stop:
             body["stop"] = list(p.stop)
-        if p.seed is not None:
-            body["seed"] = p.seed
+        if (seed := request_seed(request)) is not None:
+            body["seed"] = seed
         body.update(self.extra_body)
         return url, body
 
-    async def _run_batch(self, requests: list[Request]) -> list[Completion]:
+    async def _run_batch(self, requests: list[Request], on_result: OnResult) -> list[Completion]:
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         headers = {"Authorization": f"Bearer {self.api_key}"}
         semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def one(i: int, request: Request) -> Completion:
+            completion = await self._one(client, semaphore, request)
+            on_result(i, completion)
+            return completion
+
         async with httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=headers) as client:
-            return list(await asyncio.gather(*(self._one(client, semaphore, r) for r in requests)))
+            return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
     async def _one(self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, request: Request) -> Completion:
         url, body = self._body(request)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 
-from fineinstructions.llm.base import Completion, LLMBackend, Request
+from fineinstructions.llm.base import Completion, LLMBackend, Request, request_seed
+from fineinstructions.llm.hf_local import resolve_model
 
 __all__ = ["VLLMBackend"]
 
@@ -24,7 +25,7 @@ class VLLMBackend(LLMBackend):
             raise ImportError(
                 "the vllm backend needs a CUDA machine and the optional extra: pip install 'fineinstructions[vllm]'"
             ) from e
-        self.model_id = f"hf:{model}@{revision or 'main'}"
+        self.model_id = resolve_model(model, revision)[2]
         if revision:  # vLLM loads the tokenizer from `main` unless told otherwise
             engine_kwargs.setdefault("tokenizer_revision", revision)
         self.llm = LLM(model=model, revision=revision, **engine_kwargs)
@@ -46,9 +47,9 @@ class VLLMBackend(LLMBackend):
         from vllm import SamplingParams as VSampling
 
         params = [
-            VSampling(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, stop=list(p.stop) or None,
-                      seed=p.seed)
-            for p in (r.params for r in requests)
+            VSampling(max_tokens=r.params.max_tokens, temperature=r.params.temperature, top_p=r.params.top_p,
+                      stop=list(r.params.stop) or None, seed=request_seed(r))
+            for r in requests
         ]
         try:
             if is_chat:

@@ -20,18 +20,24 @@ from fineinstructions.prompts import PromptFormat
 from fineinstructions.pipeline.step import StageStep
 
 #: LLM options that change how requests are sent, not what comes back: a resumed run may change them
-_TRANSPORT = ("concurrency", "timeout", "cache_path", "num_threads", "server_timeout", "server_log_dir")
+_TRANSPORT = ("concurrency", "timeout", "cache_path", "num_threads", "server_timeout", "server_log_dir", "batch_size",
+              "max_retries", "cache")
 
 
 def llm_settings(llm: LLMConfig, prompt_fingerprint: str) -> dict[str, Any]:
-    """What goes into `stage.json` for an LLM stage: the model settings that change answers, and the prompt."""
-    return {"llm": {k: v for k, v in vars(llm).items() if k not in _TRANSPORT}, "prompt_fingerprint": prompt_fingerprint}
+    """What goes into `stage.json` for an LLM stage: the model settings that change answers, the model's identity
+    (weights by content: a new fine-tune saved under the same folder name is another model), and the prompt."""
+    from fineinstructions.llm.identity import model_identity
+
+    return {"llm": {k: v for k, v in vars(llm).items() if k not in _TRANSPORT},
+            "model_identity": model_identity(llm), "prompt_fingerprint": prompt_fingerprint}
 
 
 class LLMStep(StageStep):
-    def __init__(self, output_dir: str, llm: LLMConfig, tasks: int, workers: int, **kw):
-        super().__init__(output_dir, **kw)
-        self.llm, self.tasks, self.workers = llm, tasks, workers
+    def __init__(self, cfg, **kw):
+        """`cfg`: the stage's config (its output, llm, tasks, workers and executor)."""
+        super().__init__(cfg.output, **kw)
+        self.llm, self.tasks, self.workers, self.executor = cfg.llm, cfg.tasks, cfg.workers, cfg.executor
         self.backend = None
 
     def setup(self, rank: int) -> None:
@@ -45,6 +51,10 @@ class LLMStep(StageStep):
             llm = dataclasses.replace(llm, num_threads=max(1, (os.cpu_count() or 1) // workers))
         if llm.backend == "serve" and not llm.server_log_dir:  # a managed server's log stays with the stage
             llm = dataclasses.replace(llm, server_log_dir=str(Path(self.output_dir) / "logs" / "servers"))
+        if llm.cache and not llm.cache_path and self.executor != "local":
+            # on a cluster: one SQLite file per task, under the stage's folder; never one file shared by nodes
+            # (see llm/cache.py: SQLite over a network filesystem corrupts under concurrent writers)
+            llm = dataclasses.replace(llm, cache_path=str(Path(self.output_dir) / "llm_cache" / f"rank-{rank:05d}.sqlite"))
         start = time.perf_counter()
         self.backend = make_backend(llm)
         self.stat_update("time/llm_load_ms", value=round(1000 * (time.perf_counter() - start)))

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from fineinstructions import recipe
 from fineinstructions.errors import UserError
 
-#: the recipe's stages, in paper order (the report's row order)
-STAGES = ("queries", "templatize", "index", "match", "instantiate", "judge", "budget")
+#: the recipe's stages, in paper order (the report's row order): the one list, `recipe.STAGES`
+STAGES = tuple(spec.name for spec in recipe.STAGES)
 #: where a stage's kept rows are, when not in the stage folder itself
 SHARDS = {"budget": "instructions"}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from fineinstructions.excerpts import close_open_excerpt, expand_excerpts
-from fineinstructions.stages.instantiate import document_window
+from fineinstructions.windows import document_window
 
 _TAGGED = re.compile(r"<\s*excerpt\s*>.*?<\s*/\s*excerpt\s*>", re.IGNORECASE | re.DOTALL)
 

@@ -85,9 +85,9 @@ def slot_distributions(run: RunDir) -> SlotDistributions:
 
 
 def _target(run: RunDir, bank: Counter) -> tuple[dict[int, float], str]:
-    """Resolve `--target-slots` exactly as match did (`match.parse_target`); default: the index's bank."""
+    """Resolve `--target-slots` exactly as match did (`sampling.parse_target`); default: the index's bank."""
     from fineinstructions.errors import UserError
-    from fineinstructions.stages.match import parse_target
+    from fineinstructions.sampling import parse_target
 
     spec = run.settings("match").get("target_slots")
     if not spec:

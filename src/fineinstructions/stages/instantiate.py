@@ -36,6 +36,7 @@ from fineinstructions.pipeline.step import Outcome
 from fineinstructions.pipeline.summary import StageSummary
 from fineinstructions.templates import ANY_TAG
 from fineinstructions.text import normalize_whitespace, stable_hash
+from fineinstructions.windows import document_window
 
 
 @dataclass
@@ -56,24 +57,6 @@ class InstantiateConfig(DocumentOptions):
     llm: LLMConfig = option(factory=LLMConfig)
 
 
-def document_window(text: str, chunk: int, k: int, max_chars: int | None) -> str:
-    """The part of `text` the model sees: all of it, or `max_chars` around where matching vector `chunk` looked.
-
-    Cut at whitespace so no word is split (a split word could never be matched by an excerpt)."""
-    if not max_chars or len(text) <= max_chars:
-        return text
-    centre = 0 if chunk <= 0 else round(len(text) * chunk / (k + 1))
-    start = min(max(0, centre - max_chars // 2), len(text) - max_chars)
-    end = start + max_chars
-    if start > 0:
-        space = text.find(" ", start, start + 200)
-        start = space + 1 if space != -1 else start
-    if end < len(text):
-        space = text.rfind(" ", end - 200, end)
-        end = space if space > start else end
-    return text[start:end]
-
-
 def grounding_bucket(g: float) -> str:
     """Tenths, as a label that sorts: "0.8-0.9"; 1.0 goes with 0.9."""
     low = min(int(g * 10), 9) / 10
@@ -90,7 +73,7 @@ class Instantiator(LLMStep):
     reject_schema = schemas.PAIRS_REJECTS
 
     def __init__(self, cfg: InstantiateConfig, k: int, **kw):
-        super().__init__(cfg.output, cfg.llm, cfg.tasks, cfg.workers, **kw)
+        super().__init__(cfg, **kw)
         self.cfg, self.k, self.batch_size = cfg, k, cfg.batch_size
         self.format = resolve_format("instantiate", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)

@@ -49,7 +49,7 @@ class Judge(LLMStep):
     reject_schema = schemas.JUDGED_REJECTS
 
     def __init__(self, cfg: JudgeConfig, **kw):
-        super().__init__(cfg.output, cfg.llm, cfg.tasks, cfg.workers, **kw)
+        super().__init__(cfg, **kw)
         self.cfg, self.batch_size = cfg, cfg.batch_size
         self.format = resolve_format("judge", cfg.prompt_format, cfg.llm, "rubric", "rubric-completion")
         self.params = self.format.sampling(max_tokens=cfg.max_tokens)

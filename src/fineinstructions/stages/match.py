@@ -25,7 +25,7 @@ from fineinstructions.pipeline.documents import DocumentColumns, open_documents
 from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome, StageStep
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.sampling import Candidate, draw, slot_distribution
+from fineinstructions.sampling import Candidate, draw, parse_target
 
 #: default cosine threshold for the default embedder (all-MiniLM-L6-v2), measured on the shared documents and
 #: real-query templates (see README, "Choosing the threshold"); the paper's 0.865 is for its fine-tuned BGE-M3
@@ -46,25 +46,6 @@ class MatchConfig(DocumentColumns):
               "'1:0.5,2:0.3,3:0.2'; default: the distribution of the indexed template bank")
     seed: int = option(0, "seed of the weighted draws (combined with each document id)")
     batch_size: int = option(8, "documents embedded per batch")
-
-
-def parse_target(spec: str | None, bank: Path) -> dict[int, float]:
-    """A slot-count distribution from a folder of templates, an inline spec, or the index's own bank."""
-    if spec and ":" in spec and not Path(spec).exists():
-        try:
-            pairs = [item.split(":") for item in spec.split(",")]
-            weights = {int(k): float(v) for k, v in pairs}
-        except ValueError as e:
-            raise UserError(f"--target-slots {spec!r}: expected 'SLOTS:WEIGHT,...' such as '1:0.5,2:0.3'") from e
-        total = sum(weights.values())
-        if total <= 0:
-            raise UserError(f"--target-slots {spec!r}: weights must add up to more than 0")
-        return {k: v / total for k, v in weights.items()}
-    folder = Path(spec) if spec else bank
-    files = sorted(folder.glob("part-*.parquet"))
-    if not files:
-        raise UserError(f"no part-*.parquet with a num_slots column in {folder} (--target-slots)")
-    return slot_distribution(n for f in files for n in pq.read_table(f, columns=["num_slots"]).column(0).to_pylist())
 
 
 class Matcher(StageStep):

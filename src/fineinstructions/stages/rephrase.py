@@ -53,7 +53,7 @@ class Rephraser(LLMStep):
     reject_schema = schemas.REPHRASE_REJECTS
 
     def __init__(self, cfg: RephraseConfig, **kw):
-        super().__init__(cfg.output, cfg.llm, cfg.tasks, cfg.workers, **kw)
+        super().__init__(cfg, **kw)
         self.cfg, self.batch_size = cfg, cfg.batch_size
         self.format = resolve_format("rephrase", cfg.prompt_format, cfg.llm, "qa", "qa-completion")
         self.params = self.format.sampling(max_tokens=cfg.max_tokens)

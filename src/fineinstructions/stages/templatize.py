@@ -47,7 +47,7 @@ class Templatizer(LLMStep):
     reject_schema = schemas.TEMPLATES_REJECTS
 
     def __init__(self, cfg: TemplatizeConfig, **kw):
-        super().__init__(cfg.output, cfg.llm, cfg.tasks, cfg.workers, **kw)
+        super().__init__(cfg, **kw)
         self.cfg = cfg
         self.batch_size = cfg.batch_size
         self.format = resolve_format("templatize", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
