@@ -67,7 +67,8 @@ def test_duplicate_ids_are_a_counted_reject(tmp_path):
 
 
 def test_duplicate_document_ids_are_a_counted_reject_in_match(tmp_path):
-    """Two documents under one id would merge their pairs (pair ids, budget): the second is rejected, counted."""
+    """Two documents under one id would merge their pairs (pair ids, budget): both are rejected, counted (which of
+    the two the id means cannot be known), and the id is listed for the later stages."""
     from fineinstructions.stages.index import IndexConfig
     from fineinstructions.stages.index import run as run_index
     from fineinstructions.stages.match import MatchConfig
@@ -86,5 +87,7 @@ def test_duplicate_document_ids_are_a_counted_reject_in_match(tmp_path):
         {"id": "y", "text": "Rome is the capital city of Italy."}]))
     summary = run_match(MatchConfig(input=str(docs), index=str(tmp_path / "i"), output=str(tmp_path / "m"),
                                     threshold=0.0, progress=False))
-    assert summary.rejects == {"duplicate_document_id": 1} and summary.rows_in == 3
-    assert {r["document_id"] for r in table(tmp_path / "m")} == {"x", "y"}
+    assert summary.rejects == {"duplicate_document_id": 2} and summary.rows_in == 3
+    assert {r["document_id"] for r in table(tmp_path / "m")} == {"y"}
+    assert json.loads((tmp_path / "m" / "duplicate_documents.jsonl").read_text()) == {"document_id": "x",
+                                                                                        "occurrences": 2}

@@ -6,14 +6,13 @@ the budget's tokenizer are the real defaults."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-from llm_stage_helpers import serving, table, write_jsonl  # noqa: E402
+from llm_stage_helpers import recipe_model, serving, table, write_jsonl  # noqa: E402
 
 from fineinstructions import recipe  # noqa: E402
 from fineinstructions.cli import main  # noqa: E402
@@ -24,23 +23,9 @@ DOCS = [{"id": "paris", "text": "Paris is the capital of France. The Eiffel Towe
         {"id": "homer", "text": "Homer is the legendary author of the Iliad and the Odyssey, two epic poems."}]
 
 
-def model(text: str) -> str:
-    """Templatize (released format: the bare query), instantiate (released: a JSON object), judge (rubric)."""
-    if text.startswith("Instruction:"):
-        return "Fine.\nScore: 5"
-    if text.startswith("{"):
-        job = json.loads(text)
-        first = job["document"].split(".")[0] + "."
-        return json.dumps({"instantiated_instruction": re.sub(r"<fi>.*?</fi>", "it", job["instruction_template"]),
-                           "answer": f"<excerpt>{first}</excerpt>"})
-    *head, last = text.split()
-    return json.dumps({"template": " ".join(head) + " <fi>a thing</fi>",
-                       "compatible_document_description": f"A document that describes a {last} in detail."})
-
-
 @pytest.fixture(scope="module")
 def server():
-    with serving(model) as s:
+    with serving(recipe_model) as s:
         yield s
 
 

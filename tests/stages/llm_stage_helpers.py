@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,3 +50,18 @@ def write_shard(folder: Path, schema: pa.Schema, rows: list[dict], name: str = "
 def write_jsonl(path: Path, rows: list[dict]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return str(path)
+
+
+def recipe_model(text: str) -> str:
+    """A scripted model for whole runs: templatize (released format: the bare query in), instantiate (released:
+    a JSON object in; answers with the document's first sentence as an excerpt), judge (rubric: always 5)."""
+    if text.startswith("Instruction:"):
+        return "Fine.\nScore: 5"
+    if text.startswith("{"):
+        job = json.loads(text)
+        first = job["document"].split(".")[0] + "."
+        return json.dumps({"instantiated_instruction": re.sub(r"<fi>.*?</fi>", "it", job["instruction_template"]),
+                           "answer": f"<excerpt>{first}</excerpt>"})
+    *head, last = text.split()
+    return json.dumps({"template": " ".join(head) + " <fi>a thing</fi>",
+                       "compatible_document_description": f"A document that describes a {last} in detail."})

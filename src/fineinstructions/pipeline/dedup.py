@@ -17,7 +17,17 @@ from fineinstructions.pipeline.step import Outcome, StageStep
 KeyFn = Callable[[dict], str]
 
 
-class DedupStep(StageStep):
+class KeepsShardLayout:
+    """For a one-task phase over a stage's map shards: each row goes back to the shard it came from (the
+    writer's `${_shard}` file name), so the output keeps one shard per map task (later stages rely on it)."""
+
+    def to_row(self, doc):
+        row = super().to_row(doc)
+        row["_shard"] = os.path.basename(doc.metadata.get("file_path", "part-00000.parquet"))
+        return row
+
+
+class DedupStep(KeepsShardLayout, StageStep):
     name = "🫂 Dedup"
     rejects_prefix = "dedup"
     batch_size = 1024
@@ -35,11 +45,6 @@ class DedupStep(StageStep):
         super().__init__(output_dir, input_files, progress)
         self.keys, self.id_column, self.text_column, self.reject_schema = keys, id_column, text_column, reject_schema
         self.seen: list[set[bytes]] = [set() for _ in keys]
-
-    def to_row(self, doc):
-        row = super().to_row(doc)
-        row["_shard"] = os.path.basename(doc.metadata.get("file_path", "part-00000.parquet"))
-        return row
 
     def process(self, rows: list[dict]) -> Iterable[Outcome]:
         for row in rows:

@@ -24,7 +24,8 @@ from pathlib import Path
 from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
-from fineinstructions.pipeline.documents import DocumentOptions, group_by, open_documents, rank_shards
+from fineinstructions.pipeline.documents import (DocumentOptions, UniqueIds, duplicate_ids, group_by, open_documents,
+                                                 rank_shards, upstream)
 from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome, StageStep
 from fineinstructions.pipeline.summary import StageSummary
@@ -79,6 +80,8 @@ class Budgeter(StageStep):
                               columns=["pair_id", "document_id", "instruction", "answer"])
         self.standard = ShardWriter(str(Path(self.cfg.output) / "standard"), schemas.STANDARD_CORPUS)
         self.carry = 0
+        # the ids match rejected as duplicated (found through the stages the pairs came from)
+        self.ids = UniqueIds(duplicate_ids(upstream(self.cfg.input, "match")))
 
     def count(self, texts: list[str]) -> list[int]:
         if not texts:
@@ -91,6 +94,11 @@ class Budgeter(StageStep):
     def process(self, rows: list[dict]) -> Iterable[Outcome]:
         for row, n_doc in zip(rows, self.count([r["text"] for r in rows])):
             doc_id = str(row["document_id"])
+            if duplicate := self.ids.check(doc_id):  # in neither corpus: which document the id means is unknown
+                self.stat_update(f"skip/{duplicate}")
+                for p in self.pairs.get(doc_id, ()):
+                    yield {"document_id": doc_id, "pair_id": p["pair_id"], "num_tokens": None}, duplicate
+                continue
             self.standard.write(row_document({"text": row["text"], "document_id": doc_id, "num_tokens": n_doc},
                                              "document_id"), self.rank)
             self.stat_update("tokens/standard", value=n_doc)

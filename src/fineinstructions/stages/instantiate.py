@@ -29,7 +29,8 @@ from fineinstructions.excerpts import close_open_excerpt, expand_excerpts, seed_
 from fineinstructions.llm import LLMConfig, fingerprint, preflight
 from fineinstructions.llm.base import Completion
 from fineinstructions.parsing import is_null_answer
-from fineinstructions.pipeline.documents import DocumentOptions, group_by, open_documents, rank_shards
+from fineinstructions.pipeline.documents import (DocumentOptions, UniqueIds, duplicate_ids, group_by, open_documents,
+                                                 rank_shards)
 from fineinstructions.pipeline.llm_step import LLMStep, candidate_params, first_passing, llm_settings, resolve_format
 from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome
@@ -83,6 +84,7 @@ class Instantiator(LLMStep):
     def setup(self, rank: int) -> None:
         world = self.cfg.tasks
         self.matches = group_by(rank_shards(self.cfg.input, rank, world), "document_id")
+        self.ids = UniqueIds(duplicate_ids(self.cfg.input))
         wanted = {m["template_id"] for rows in self.matches.values() for m in rows}
         self.templates = {
             r["template_id"]: r["template"]
@@ -100,6 +102,12 @@ class Instantiator(LLMStep):
         for row in rows:
             doc_id = str(row["document_id"])
             matches = sorted(self.matches.get(doc_id, ()), key=lambda m: m["rank"])
+            if duplicate := self.ids.check(doc_id):  # its matches could be another document's: none is made
+                self.stat_update(f"skip/{duplicate}")
+                for m in matches:
+                    yield {"pair_id": pair_id(doc_id, m["template_id"]), "document_id": doc_id,
+                           "template_id": m["template_id"], "status": duplicate}, duplicate
+                continue
             if not matches:
                 self.stat_update("skip/documents_without_matches")
             for m in matches:

@@ -21,7 +21,10 @@ import pyarrow.parquet as pq
 from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
-from fineinstructions.pipeline.documents import DocumentColumns, open_documents
+from fineinstructions import atomic
+from fineinstructions.pipeline.documents import (DUPLICATE, DUPLICATES_FILE, DocumentColumns, UniqueIds,
+                                                 find_duplicates, open_documents)
+from fineinstructions.pipeline.dedup import KeepsShardLayout
 from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome, StageStep
 from fineinstructions.pipeline.summary import StageSummary
@@ -56,7 +59,7 @@ class Matcher(StageStep):
     def __init__(self, cfg: MatchConfig, meta: dict, target: dict[int, float], **kw):
         super().__init__(cfg.output, **kw)
         self.cfg, self.meta, self.target, self.batch_size = cfg, meta, target, cfg.batch_size
-        self.seen: set[int] = set()  # document ids of this task: a repeated id would merge two documents' pairs
+        self.ids = UniqueIds()  # a repeat within the task; repeats across tasks are found by `DropDuplicates`
 
     def setup(self, rank: int) -> None:
         from fineinstructions import faiss_index
@@ -81,10 +84,9 @@ class Matcher(StageStep):
         scores, idx = scores.reshape(len(rows), -1), idx.reshape(len(rows), -1)
         for d, row in enumerate(rows):
             doc_id = str(row["document_id"])
-            if hash(doc_id) in self.seen:
-                yield {"document_id": doc_id, "reason": "duplicate_document_id", "best_score": None}, "duplicate_document_id"
+            if reason := self.ids.check(doc_id):
+                yield {"document_id": doc_id, "reason": reason, "best_score": None}, reason
                 continue
-            self.seen.add(hash(doc_id))
             if d in empty:
                 yield {"document_id": doc_id, "reason": "empty", "best_score": None}, "empty"
                 continue
@@ -106,6 +108,38 @@ class Matcher(StageStep):
                        "rank": rank}, None
 
 
+class DropDuplicates(KeepsShardLayout, StageStep):
+    """Match's last phase (one task over every map shard): find the ids read more than once anywhere, write them
+    to `duplicate_documents.parquet` for the later stages, and reject every one of their documents -- the first
+    occurrence too (which of two documents an id means cannot be known). One reject row per occurrence (a map
+    shard holds rows of at most one occurrence of an id: its task rejected the repeats itself)."""
+
+    name = "🪪 Unique document ids"
+    id_column, text_column = "document_id", "template_id"
+    reject_schema = schemas.MATCH_REJECTS
+    rejects_prefix = "dedup"
+    batch_size = 4096
+
+    def __init__(self, output_dir: str, map_files: list[str], progress: bool = True):
+        super().__init__(output_dir, map_files, progress)
+
+    def setup(self, rank: int) -> None:
+        out = Path(self.output_dir)
+        found = find_duplicates(out / "_map", out / "rejects")
+        self.duplicates, self.rejected = set(found), set()
+        atomic.write_text(out / DUPLICATES_FILE, "".join(
+            json.dumps({"document_id": d, "occurrences": found[d]}, ensure_ascii=False) + "\n" for d in sorted(found)))
+
+    def process(self, rows: list[dict]) -> Iterable[Outcome]:
+        for row in rows:
+            doc_id = row["document_id"]
+            if doc_id not in self.duplicates:
+                yield row, None
+            elif (doc_id, row["_shard"]) not in self.rejected:  # each occurrence once, not per drawn template
+                self.rejected.add((doc_id, row["_shard"]))
+                yield {"document_id": doc_id, "reason": DUPLICATE, "best_score": row.get("score")}, DUPLICATE
+
+
 def run(cfg: MatchConfig) -> StageSummary:
     if not cfg.input:
         raise UserError("stage match needs --input (documents: jsonl/parquet/csv file or folder, or an HF dataset)")
@@ -118,5 +152,7 @@ def run(cfg: MatchConfig) -> StageSummary:
     target = parse_target(cfg.target_slots, Path(cfg.index))
     reader = open_documents(cfg.input, cfg.format, cfg.text_column, cfg.id_column, cfg.limit, cfg.hf_split)
     step = Matcher(cfg, meta, target, progress=cfg.progress)
-    settings = {"index_fingerprint": meta.get("embedder_fingerprint"), "index_count": meta.get("count")}
-    return run_stage("match", cfg, reader, step, schemas.MATCHES, settings=settings)
+    settings = {"index_fingerprint": meta.get("embedder_fingerprint"), "index_count": meta.get("count"),
+                "document_ids": "unique (every occurrence of a repeated id rejected; duplicate_documents.jsonl)"}
+    return run_stage("match", cfg, reader, step, schemas.MATCHES, settings=settings,
+                     dedup=lambda out, map_files: DropDuplicates(out, map_files, progress=cfg.progress))
