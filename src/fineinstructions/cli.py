@@ -65,6 +65,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     demo.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="write DIR/report.html")
     demo.set_defaults(func=_run_recipe)
+    gold = sub.add_parser("goldeval", help="score a model + prompt on a gold set of one LLM stage",
+                          description="Run an LLM stage's own code path (prompt format, best-of, validators, excerpt "
+                          "expansion, score parsing) on a gold file and score it: DIR/metrics.json (the gold "
+                          "format's metrics) and DIR/predictions.jsonl. Gold sets: data/gold/.")
+    gold_stages = gold.add_subparsers(dest="gold_stage", metavar="STAGE", required=True)
+    for name in ("templatize", "instantiate", "judge"):
+        spec = recipe.BY_NAME[name]
+        p = gold_stages.add_parser(name, help=f"goldeval for {name}", epilog=EPILOG,
+                                   description=f"Score the {name} stage's model and prompt on a {name} gold file.",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", help="YAML file with this stage's keys (the same as the stage's own config)")
+        p.add_argument("--input", required=True, help=f"gold file ({name}.jsonl in the gold format)")
+        p.add_argument("--output", required=True, help="folder for metrics.json and predictions.jsonl")
+        p.add_argument("--limit", type=int, default=None, help="evaluate only the first N gold rows")
+        add_arguments(p, spec.config, skip=GOLDEVAL_IGNORES)
+        p.set_defaults(func=_run_goldeval, spec=spec)
     rep = sub.add_parser("report", help="one self-contained HTML page about a run: figures + a sample browser",
                          description="Read a run directory (`run`/`demo` --output) and write one HTML file with "
                          "plots (rows and rejects per stage, slot distributions, template diversity, judge scores, "
@@ -83,6 +99,24 @@ def _run_stage(args: argparse.Namespace) -> None:
     cfg = from_sources(spec.config, load_yaml(args.config), values, where=f"{spec.name} config")
     summary = spec.run(cfg)
     print(summary.render() if hasattr(summary, "render") else json.dumps(summary, indent=2, default=str))
+
+
+#: stage options that mean nothing to goldeval (it reads one gold file in one process)
+GOLDEVAL_IGNORES = frozenset({"input", "output", "executor", "tasks", "workers", "slurm", "ray", "overwrite",
+                              "templates", "documents", "format", "text_column", "id_column", "hf_split", "limit"})
+
+
+def _run_goldeval(args: argparse.Namespace) -> None:
+    from fineinstructions.gold.evaluate import goldeval, render
+
+    spec = args.spec
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("spec", "func", "command", "config", "gold_stage", "input", "output", "limit")}
+    cfg = from_sources(spec.config, load_yaml(args.config), values, where=f"goldeval {spec.name} config")
+    cfg.output = args.output
+    metrics = goldeval(spec.name, cfg, args.input, args.output, limit=args.limit, progress=cfg.progress)
+    print(render(metrics))
+    print(f"metrics: {args.output}/metrics.json · predictions: {args.output}/predictions.jsonl")
 
 
 def _run_recipe(args: argparse.Namespace) -> None:

@@ -52,10 +52,12 @@ def _help(f: dataclasses.Field) -> str:
     return f.metadata.get("help", "")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
-    """One flag per dataclass field; nested dataclass fields get `--{field}-` prefixed flags."""
+def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: frozenset[str] = frozenset()) -> None:
+    """One flag per dataclass field (except `skip`); nested dataclass fields get `--{field}-` prefixed flags."""
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         tp = _base_type(hints[f.name])
         if dataclasses.is_dataclass(tp):
             add_arguments(parser, tp, prefix=f"{prefix}{f.name}.")

@@ -95,6 +95,15 @@ def _count(value: Any) -> int:
         return 0
 
 
+def _cut_at_stop(completion: Completion, stop: tuple[str, ...]) -> Completion:
+    """The text before the first stop string. OpenAI's API leaves stop strings out, but not every compatible
+    server does (`transformers serve` keeps the one it stopped at), and the in-process backends cut there too."""
+    cut = min((i for i in (completion.text.find(s) for s in stop if s) if i >= 0), default=-1)
+    if cut >= 0:
+        completion.text, completion.finish_reason = completion.text[:cut], "stop"
+    return completion
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     """`Retry-After` in seconds; the HTTP-date form is rare from model servers and falls back to our backoff."""
     value = response.headers.get("retry-after")
@@ -212,7 +221,7 @@ class OpenAIServerBackend(LLMBackend):
                 # The slot is held only while a request is on the wire, not during backoff sleeps, so one
                 # struggling request does not starve the rest of the batch.
                 async with semaphore:
-                    return await self._attempt(client, url, body, chat)
+                    return _cut_at_stop(await self._attempt(client, url, body, chat), request.params.stop)
             except _Fatal as exc:
                 return Completion.failed(str(exc))
             except _Retryable as exc:

@@ -98,7 +98,7 @@ class Instantiator(LLMStep):
         return sum(len(self.matches.get(str(r["document_id"]), ())) for r in rows)
 
     def process(self, rows: list[dict]) -> Iterable[Outcome]:
-        jobs, requests = [], []
+        jobs = []
         for row in rows:
             doc_id = str(row["document_id"])
             matches = sorted(self.matches.get(doc_id, ()), key=lambda m: m["rank"])
@@ -120,8 +120,13 @@ class Instantiator(LLMStep):
                     continue
                 window = document_window(row["text"], m["chunk"], self.k, self.cfg.max_document_chars)
                 jobs.append((base, window))
-                requests += [self.format.render({"template": base["template"], "document": window}, p)
-                             for p in self.params]
+        yield from self.instantiate(jobs)
+
+    def instantiate(self, jobs: list[tuple[dict, str]]) -> Iterable[Outcome]:
+        """Fill each `(row, window)` job's `row["template"]` from its window: best-of candidates, the format's
+        follow-up pass, excerpt expansion and every check; one outcome per job (also what `goldeval` runs)."""
+        requests = [self.format.render({"template": base["template"], "document": window}, p)
+                    for base, window in jobs for p in self.params]
         seeds = [partial(seed_words, window) for _, window in jobs for _ in self.params]
         completions = self.generate_format(self.format, requests, seeds)
         n = len(self.params)

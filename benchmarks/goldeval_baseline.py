@@ -1,0 +1,131 @@
+"""Baseline table: every bundled prompt format of each LLM stage with the embedded default model (best-of 1 and 3),
+scored by `goldeval` on the gold TEST split, plus the OpenAI-compatible backend against a real server process
+(`transformers serve` serving the same embedded model) to show the HTTP path scores like the in-process one.
+
+    python benchmarks/goldeval_baseline.py [--split test] [--stages templatize instantiate judge] [--no-serve]
+
+Request cache off, so wall times are real. Writes benchmarks/results/goldeval_baseline.json (merged with earlier
+runs of other stages) and prints the markdown table the README shows. Hours of CPU on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from fineinstructions.gold.evaluate import DEFINITIONS, goldeval
+from fineinstructions.llm import LLMConfig
+from fineinstructions.recipe import BY_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "goldeval_baseline.json"
+FORMATS = {"templatize": ["fewshot-completion", "fewshot", "released"],
+           "instantiate": ["fewshot-completion", "fewshot", "released"],
+           "judge": ["rubric-completion", "rubric", "flow-judge"]}
+BEST_OF = {"templatize": [1, 3], "instantiate": [1, 3], "judge": [1]}
+#: the HTTP comparison: one greedy configuration per stage, the same prompt in-process and over the server
+SERVED = {"templatize": "fewshot-completion", "instantiate": "fewshot-completion", "judge": "rubric-completion"}
+
+
+def config(stage: str, prompt_format: str, best_of: int, llm: LLMConfig, out: str):
+    fields = {"prompt_format": prompt_format, "output": out, "llm": llm, "progress": True}
+    if stage != "judge":
+        fields["best_of"] = best_of
+    return BY_NAME[stage].config(**fields)
+
+
+def run_one(stage: str, split: str, prompt_format: str, best_of: int, llm: LLMConfig, label: str) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        m = goldeval(stage, config(stage, prompt_format, best_of, llm, out),
+                     str(ROOT / "data" / "gold" / split / f"{stage}.jsonl"), out)
+    row = {"stage": stage, "split": split, "backend": label, "prompt_format": prompt_format, "best_of": best_of,
+           "n": m["n"], **{k: m[k] for k in DEFINITIONS[stage]}, "statuses": m["statuses"],
+           "wall_seconds": m["wall_seconds"], "rows_per_second": m["rows_per_second"], "model_id": m["model_id"]}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def transformers_serve():
+    """`transformers serve` on 127.0.0.1 with the embedded model's de-quantised copy (the in-process backend's)."""
+    from fineinstructions.llm.hf_local import TransformersBackend, _converted_dir, resolve_model
+
+    import torch
+
+    TransformersBackend().close()  # makes sure the de-quantised copy exists
+    model_dir = _converted_dir(resolve_model(None)[2], torch.float32)
+    port = free_port()
+    log = open(ROOT / "benchmarks" / "results" / "transformers_serve.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("transformers")), "serve", str(model_dir),
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
+    import httpx
+
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        raise SystemExit("transformers serve did not start: see benchmarks/results/transformers_serve.log")
+    try:
+        yield LLMConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", model=str(model_dir), cache=False,
+                        concurrency=1, timeout=600)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| stage | backend | prompt format | best-of | n | metrics | rows/s | wall |",
+             "|---|---|---|---:|---:|---|---:|---:|"]
+    for r in rows:
+        metrics = " · ".join(f"{k} {r[k]:.2f}" if isinstance(r[k], float) else f"{k} {r[k]}"
+                             for k in DEFINITIONS[r["stage"]])
+        lines.append(f"| {r['stage']} | {r['backend']} | {r['prompt_format']} | {r['best_of']} | {r['n']} | {metrics} "
+                     f"| {r['rows_per_second']:.2f} | {r['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--stages", nargs="+", default=list(FORMATS))
+    ap.add_argument("--no-serve", action="store_true", help="skip the transformers-serve comparison")
+    args = ap.parse_args()
+    previous = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
+    rows = [r for r in previous if r["stage"] not in args.stages or r["split"] != args.split]
+    local = LLMConfig(cache=False)
+    for stage in args.stages:
+        for fmt in FORMATS[stage]:
+            for best_of in BEST_OF[stage]:
+                rows.append(run_one(stage, args.split, fmt, best_of, local, "transformers (in-process)"))
+    if not args.no_serve:
+        with transformers_serve() as served:
+            for stage in args.stages:
+                rows.append(run_one(stage, args.split, SERVED[stage], 1, served, "openai → transformers serve"))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"runs": rows, "machine": f"{os.cpu_count()} CPU cores",
+                                   "when": time.strftime("%Y-%m-%d")}, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
