@@ -46,3 +46,31 @@ def _real_queries(n: int) -> list[dict]:
         return [{"id": r["id"], "source": r["source"], "query": r["query"]} for r in mixed[:n]]
     rows = [json.loads(line) for line in BUNDLED_QUERIES.open(encoding="utf-8")]
     return [r for r in rows if r["query"].strip()][:n]
+
+
+def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny Llama (random weights from `seed`, 2 layers of width 32) with the embedded model's tokenizer and
+    chat template: a stand-in fine-tune or student base that trains and generates in seconds."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fineinstructions.llm.hf_local import load_tokenizer
+
+    tok = load_tokenizer()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                         max_position_embeddings=2048))
+    if folder.exists():
+        shutil.rmtree(folder)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_model(tmp_path) -> Path:
+    return save_tiny_model(tmp_path / "tiny-model")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Expansion", "expand_excerpts", "REASONS", "seed_words", "close_open_excerpt"]
+__all__ = ["Expansion", "expand_excerpts", "compress_excerpts", "REASONS", "seed_words", "close_open_excerpt"]
 
 REASONS = ("excerpt_missing", "excerpt_ambiguous", "excerpt_empty", "excerpt_malformed")
 
@@ -301,3 +301,38 @@ def close_open_excerpt(answer: str) -> str:
     opened = len(re.findall(r"<\s*excerpt\s*>", answer, re.I))
     closed = len(re.findall(r"<\s*/\s*excerpt\s*>", answer, re.I))
     return answer + "</excerpt>" if opened == closed + 1 else answer
+
+
+def compress_excerpts(answer: str, document: str, edge_words: int = 4, min_words: int = 4) -> str:
+    """The compact form of a plain answer, the inverse of `expand_excerpts`: every run of at least `min_words`
+    words copied from the document becomes an excerpt tag -- written whole when short, else as its first and last
+    `edge_words` words around `<...>` (more words when fewer would not point to exactly that span) -- and the
+    words in between stay as written. This is how hand-written gold answers become the output a student learns
+    to write. `expand_excerpts(compress_excerpts(a, d), d).text` gives `a` back, up to whitespace and the folds."""
+    view = _document_view(document)
+    words = answer.split()
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        j = i
+        while j < len(words) and _fold_fragment(" ".join(words[i:j + 1])) in view.folded:
+            j += 1
+        if j - i >= min(min_words, len(words)) and len(_verbatim_spans(view, _fold_fragment(" ".join(words[i:j])))) == 1:
+            out.append(_tag_for(view, document, words[i:j], edge_words))
+            i = j
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)
+
+
+def _tag_for(view: _View, document: str, run: list[str], edge_words: int) -> str:
+    """The shortest START<...>END tag (at least `edge_words` a side) that expands to exactly `run`."""
+    whole = " ".join(run)
+    target = _fold_fragment(whole)
+    for k in range(edge_words, (len(run) - 1) // 2 + 1):
+        content = " ".join(run[:k]) + "<...>" + " ".join(run[-k:])
+        text, _ = _expand_tag(view, document, content, max_span_chars=20_000)
+        if text is not None and _fold_fragment(text) == target:
+            return f"<excerpt>{content}</excerpt>"
+    return f"<excerpt>{whole}</excerpt>"

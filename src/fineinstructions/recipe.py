@@ -16,8 +16,8 @@ from typing import Any
 from fineinstructions.config import build, merge
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.stages import (budget, decontaminate, evaluate, index, instantiate, judge, match, near_dedup, pretrain,
-                                     queries, released_bank, rephrase, scrub, templatize)
+from fineinstructions.stages import (budget, decontaminate, distill, evaluate, index, instantiate, judge, match, near_dedup,
+                                     pretrain, queries, released_bank, rephrase, scrub, templatize)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +82,8 @@ COMMANDS: list[StageSpec] = [
               "train a Llama-style model from scratch on a corpus with an exact token budget"),
     StageSpec("evaluate", evaluate.EvaluateConfig, evaluate.run,
               "score a checkpoint on held-out questions (answer NLL, EM, F1); judge it against another model"),
+    StageSpec("distill", distill.DistillConfig, distill.run,
+              "train a small student for one LLM stage on teacher data (LoRA or full), best dev epoch kept"),
 ]
 
 

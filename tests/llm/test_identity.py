@@ -8,27 +8,12 @@ import shutil
 import pytest
 import torch
 
+from conftest import save_tiny_model
+
 from fineinstructions.llm import LLMConfig, Request, SamplingParams, make_backend
 from fineinstructions.llm.identity import content_digest, model_identity
 
 PROMPT = Request.completion("The capital of France is", SamplingParams(max_tokens=8))
-
-
-def save_model(folder, seed: int) -> None:
-    """A tiny Llama (random weights from `seed`) with the embedded model's tokenizer: a stand-in fine-tune."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from fineinstructions.llm.hf_local import load_tokenizer
-
-    tok = load_tokenizer()
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
-    if folder.exists():
-        shutil.rmtree(folder)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
 
 
 def answer(folder, cache, **kw):
@@ -38,10 +23,10 @@ def answer(folder, cache, **kw):
 
 def test_a_new_fine_tune_in_the_same_folder_is_not_served_from_the_cache(tmp_path):
     cache, ft = tmp_path / "cache.sqlite", tmp_path / "finetune"
-    save_model(ft, seed=0)
+    save_tiny_model(ft, seed=0)
     first = answer(ft, cache)
     assert not first.cached and answer(ft, cache).cached  # same weights: from the cache
-    save_model(ft, seed=1)  # fine-tuned again into the same folder: same name, same config.json
+    save_tiny_model(ft, seed=1)  # fine-tuned again into the same folder: same name, same config.json
     second = answer(ft, cache)
     assert not second.cached
     with make_backend(LLMConfig(model=str(ft), cache=False)) as fresh:
@@ -57,7 +42,7 @@ def test_an_adapter_is_part_of_the_identity_and_changes_the_answers(tmp_path):
     from transformers import AutoModelForCausalLM
 
     base, adapter, cache = tmp_path / "base", tmp_path / "adapter", tmp_path / "cache.sqlite"
-    save_model(base, seed=0)
+    save_tiny_model(base, seed=0)
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
                                 LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "lm_head"]))
     torch.manual_seed(5)
@@ -103,11 +88,11 @@ def test_a_stage_made_with_other_weights_in_the_same_folder_is_not_resumed(tmp_p
     raw.write_text(json.dumps({"id": "q1", "query": "who wrote hamlet"}) + "\n")
     queries(QueriesConfig(input=str(raw), output=str(tmp_path / "queries"), progress=False))
     ft = tmp_path / "finetune"
-    save_model(ft, seed=0)
+    save_tiny_model(ft, seed=0)
     cfg = TemplatizeConfig(input=str(tmp_path / "queries"), output=str(tmp_path / "t"), prompt_format="released",
                            max_tokens=4, progress=False, llm=LLMConfig(model=str(ft), cache=False))
     run(cfg)
     run(cfg)  # same weights: a no-op resume
-    save_model(ft, seed=1)
+    save_tiny_model(ft, seed=1)
     with pytest.raises(UserError, match="changed: model_identity"):
         run(cfg)

@@ -19,7 +19,9 @@ class LLMConfig:
     backend: str = "transformers"  # transformers | openai | vllm | serve | llamacpp
     model: str | None = None  # hub name, local dir or .gguf; None = embedded default (SmolLM2-135M-Instruct)
     revision: str | None = None  # hub revision; for openai/serve, a user-given label of the served weights
-    adapter: str | None = None  # a PEFT (LoRA) adapter folder applied on top of the model (transformers backend)
+    #: a PEFT (LoRA) adapter folder applied on top of the model (transformers backend); "auto": the package's
+    #: distilled student of the stage for the embedded default model (none for any other model); "none": no adapter
+    adapter: str | None = "auto"
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend only
     api_key: str | None = None  # openai backend only (default: $OPENAI_API_KEY)
     concurrency: int = 16  # openai backend: requests in flight
@@ -42,7 +44,7 @@ def preflight(cfg: LLMConfig) -> None:
     """Check the model/server exists before any task starts, so a typo is one line, not a task traceback."""
     from fineinstructions.errors import UserError
 
-    if cfg.adapter is not None:
+    if cfg.adapter not in (None, "auto", "none"):
         if cfg.backend != "transformers":
             raise UserError(f"--llm-adapter is supported by the transformers backend (not {cfg.backend!r}) for now")
         if not (Path(cfg.adapter) / "adapter_config.json").is_file():
@@ -74,6 +76,27 @@ def preflight(cfg: LLMConfig) -> None:
         raise UserError(str(e)) from e
 
 
+def student_path(stage: str) -> Path | None:
+    """The distilled student shipped in the package for `stage` (an adapter for the embedded model), if any."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("fineinstructions"))) / "students" / stage
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def resolve_adapter(cfg: LLMConfig, stage: str) -> LLMConfig:
+    """`cfg` with `adapter` made concrete for `stage`: a folder, or None. "auto" means the stage's shipped student
+    when the model is the embedded default on the transformers backend, and no adapter otherwise."""
+    from dataclasses import replace
+
+    if cfg.adapter in (None, "", "none"):
+        return replace(cfg, adapter=None)
+    if cfg.adapter == "auto":
+        path = student_path(stage) if cfg.backend == "transformers" and not cfg.model else None
+        return replace(cfg, adapter=str(path) if path else None)
+    return cfg
+
+
 def make_backend(cfg: LLMConfig) -> LLMBackend:
     """Build the configured backend, wrapped in the request cache unless disabled."""
     if cfg.backend == "transformers":
@@ -81,7 +104,7 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
 
         backend: LLMBackend = TransformersBackend(
             cfg.model, revision=cfg.revision, batch_size=cfg.batch_size, num_threads=cfg.num_threads,
-            adapter=cfg.adapter, **cfg.extra
+            adapter=None if cfg.adapter in ("auto", "none") else cfg.adapter, **cfg.extra
         )
     elif cfg.backend == "openai":
         from fineinstructions.llm.openai_server import OpenAIServerBackend

@@ -97,6 +97,45 @@ def _common_prefix_len(seqs: list[list[int]]) -> int:
     return n
 
 
+def load_model(model: str | None = None, revision: str | None = None, dtype=None):
+    """(model, tokenizer, model_id) for a hub name, a model folder or a .gguf file (default: the embedded
+    SmolLM2). A GGUF file is de-quantised once and the copy kept (`_converted_dir`), so the backend and the
+    `distill` trainer load exactly the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    dtype = dtype or torch.float32
+    name, gguf_file, model_id = resolve_model(model, revision)
+    kwargs = {"revision": revision, "gguf_file": gguf_file}
+    hf_logging.disable_progress_bar()
+    converted = _converted_dir(model_id, dtype) if gguf_file else None
+    if converted is not None and (converted / "config.json").is_file():
+        name, kwargs = str(converted), {}  # de-quantised on an earlier run: loads in ~1 s instead of ~20 s
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        loaded = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+        if converted is not None and kwargs:
+            _save_converted(loaded, tokenizer, converted)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"could not load model {name!r}: {str(e).splitlines()[0]} "
+            "(offline? give a local directory or .gguf file with --model)"
+        ) from e
+    return loaded, tokenizer, model_id
+
+
+def default_model_dir() -> Path:
+    """The de-quantised copy of the embedded default model (made on first use): a plain Hugging Face folder."""
+    import torch
+
+    model_id = resolve_model(None)[2]
+    folder = _converted_dir(model_id, torch.float32)
+    if not (folder / "config.json").is_file():
+        load_model(None)
+    return folder
+
+
 class TransformersBackend(LLMBackend):
     def __init__(
         self,
@@ -110,29 +149,13 @@ class TransformersBackend(LLMBackend):
         adapter: str | None = None,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         if num_threads:
             torch.set_num_threads(num_threads)
-        name, gguf_file, self.model_id = resolve_model(model, revision)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
-        kwargs = {"revision": revision, "gguf_file": gguf_file}
-        hf_logging.disable_progress_bar()
-        converted = _converted_dir(self.model_id, torch_dtype) if gguf_file else None
-        if converted is not None and (converted / "config.json").is_file():
-            name, kwargs = str(converted), {}  # de-quantised on an earlier run: loads in ~1 s instead of ~20 s
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs).to(self.device)
-            if converted is not None and kwargs:
-                _save_converted(self.model, self.tokenizer, converted)
-        except OSError as e:
-            raise FileNotFoundError(
-                f"could not load model {name!r}: {str(e).splitlines()[0]} "
-                "(offline? give a local directory or .gguf file with --model)"
-            ) from e
+        self.model, self.tokenizer, self.model_id = load_model(model, revision, torch_dtype)
+        self.model.to(self.device)
         if adapter:
             self.model = _with_adapter(self.model, adapter)
             self.model_id += f"+adapter:{Path(adapter).name}"

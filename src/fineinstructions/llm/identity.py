@@ -108,6 +108,6 @@ def model_identity(cfg) -> dict[str, Any]:
         # another engine, or engine options (--dtype, --quantization, ...): other answers. A plain `vllm serve`
         # shares its cache with the `openai` backend talking to one started by hand
         identity["server"] = [cfg.server_command or "vllm", cfg.server_args]
-    if getattr(cfg, "adapter", None):
+    if getattr(cfg, "adapter", None) not in (None, "auto", "none"):
         identity["adapter"] = content_digest(cfg.adapter)
     return identity

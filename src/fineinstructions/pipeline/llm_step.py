@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fineinstructions.llm import LLMConfig, make_backend
+from fineinstructions.llm import LLMConfig, make_backend, resolve_adapter
 from fineinstructions.llm.base import Completion, Request, SamplingParams
 from fineinstructions.prompts import PromptFormat
 from fineinstructions.pipeline.step import StageStep
@@ -34,10 +34,14 @@ def llm_settings(llm: LLMConfig, prompt_fingerprint: str) -> dict[str, Any]:
 
 
 class LLMStep(StageStep):
+    #: the recipe stage this step runs (which shipped student `adapter: auto` means)
+    stage: str = ""
+
     def __init__(self, cfg, **kw):
         """`cfg`: the stage's config (its output, llm, tasks, workers and executor)."""
         super().__init__(cfg.output, **kw)
-        self.llm, self.tasks, self.workers, self.executor = cfg.llm, cfg.tasks, cfg.workers, cfg.executor
+        self.llm = resolve_adapter(cfg.llm, self.stage)
+        self.tasks, self.workers, self.executor = cfg.tasks, cfg.workers, cfg.executor
         self.backend = None
 
     def setup(self, rank: int) -> None:
@@ -125,10 +129,17 @@ def first_passing(outcomes: Sequence[tuple[dict, str | None]]) -> tuple[dict, st
 
 
 def resolve_format(stage: str, name: str, llm: LLMConfig, chat: str, completion: str):
-    """A stage's prompt format; `auto` picks the raw-completion format for the embedded small default model
-    (it follows labelled few-shot lines far better than chat turns) and the chat format for everything else."""
+    """A stage's prompt format. `auto`: a distilled student's own contract when `llm.adapter` is one (its
+    `student.json` names it); else the raw-completion few-shot format for the embedded small default model (it
+    follows labelled few-shot lines far better than chat turns); else the chat format."""
+    import json
+
     from fineinstructions.prompts import load_format
 
     if name == "auto":
-        name = completion if llm.backend in ("transformers", "llamacpp") and not llm.model else chat
+        card = Path(llm.adapter) / "student.json" if llm.adapter not in (None, "auto", "none") else None
+        if card is not None and card.is_file():
+            name = json.loads(card.read_text())["prompt_format"]
+        else:
+            name = completion if llm.backend in ("transformers", "llamacpp") and not llm.model else chat
     return load_format(stage, name)

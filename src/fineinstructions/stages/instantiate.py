@@ -70,13 +70,14 @@ def pair_id(document_id: str, template_id: str) -> str:
 
 class Instantiator(LLMStep):
     name = "✍️ Instantiate"
+    stage = "instantiate"
     id_column, text_column = "document_id", "text"
     reject_schema = schemas.PAIRS_REJECTS
 
     def __init__(self, cfg: InstantiateConfig, k: int, **kw):
         super().__init__(cfg, **kw)
         self.cfg, self.k, self.batch_size = cfg, k, cfg.batch_size
-        self.format = resolve_format("instantiate", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
+        self.format = resolve_format("instantiate", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
                                               cfg.max_document_chars)
@@ -188,4 +189,4 @@ def run(cfg: InstantiateConfig) -> StageSummary:
     reader = open_documents(cfg.documents, cfg.format, cfg.text_column, cfg.id_column, cfg.limit, cfg.hf_split)
     preflight(cfg.llm)
     step = Instantiator(cfg, k, progress=cfg.progress)
-    return run_stage("instantiate", cfg, reader, step, schemas.PAIRS, settings=llm_settings(cfg.llm, step.prompt_fingerprint))
+    return run_stage("instantiate", cfg, reader, step, schemas.PAIRS, settings=llm_settings(step.llm, step.prompt_fingerprint))

@@ -45,13 +45,14 @@ class JudgeConfig(StageOptions):
 
 class Judge(LLMStep):
     name = "⚖️ Judge"
+    stage = "judge"
     id_column, text_column = "pair_id", "answer"
     reject_schema = schemas.JUDGED_REJECTS
 
     def __init__(self, cfg: JudgeConfig, **kw):
         super().__init__(cfg, **kw)
         self.cfg, self.batch_size = cfg, cfg.batch_size
-        self.format = resolve_format("judge", cfg.prompt_format, cfg.llm, "rubric", "rubric-completion")
+        self.format = resolve_format("judge", cfg.prompt_format, self.llm, "rubric", "rubric-completion")
         self.params = self.format.sampling(max_tokens=cfg.max_tokens)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, self.params.to_dict(), cfg.rubric)
 
@@ -82,4 +83,4 @@ def run(cfg: JudgeConfig) -> StageSummary:
     files, reader = stage_input(cfg.input, "answer", "pair_id", "instantiate")
     preflight(cfg.llm)
     step = Judge(cfg, input_files=files, progress=cfg.progress)
-    return run_stage("judge", cfg, reader, step, schemas.JUDGED, settings=llm_settings(cfg.llm, step.prompt_fingerprint))
+    return run_stage("judge", cfg, reader, step, schemas.JUDGED, settings=llm_settings(step.llm, step.prompt_fingerprint))

@@ -49,13 +49,14 @@ def chunks(text: str, size: int) -> list[str]:
 
 class Rephraser(LLMStep):
     name = "🔁 Rephrase"
+    stage = "rephrase"
     id_column, text_column = "document_id", "text"
     reject_schema = schemas.REPHRASE_REJECTS
 
     def __init__(self, cfg: RephraseConfig, **kw):
         super().__init__(cfg, **kw)
         self.cfg, self.batch_size = cfg, cfg.batch_size
-        self.format = resolve_format("rephrase", cfg.prompt_format, cfg.llm, "qa", "qa-completion")
+        self.format = resolve_format("rephrase", cfg.prompt_format, self.llm, "qa", "qa-completion")
         self.params = self.format.sampling(max_tokens=cfg.max_tokens)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, self.params.to_dict(), cfg.chunk_chars)
 
@@ -83,4 +84,4 @@ def run(cfg: RephraseConfig) -> StageSummary:
     reader = open_documents(cfg.input, cfg.format, cfg.text_column, cfg.id_column, cfg.limit, cfg.hf_split)
     preflight(cfg.llm)
     step = Rephraser(cfg, progress=cfg.progress)
-    return run_stage("rephrase", cfg, reader, step, schemas.REPHRASED, settings=llm_settings(cfg.llm, step.prompt_fingerprint))
+    return run_stage("rephrase", cfg, reader, step, schemas.REPHRASED, settings=llm_settings(step.llm, step.prompt_fingerprint))

@@ -43,6 +43,7 @@ class TemplatizeConfig(StageOptions):
 
 class Templatizer(LLMStep):
     name = "🧩 Templatize"
+    stage = "templatize"
     id_column, text_column = "query_id", "query"
     reject_schema = schemas.TEMPLATES_REJECTS
 
@@ -50,7 +51,7 @@ class Templatizer(LLMStep):
         super().__init__(cfg, **kw)
         self.cfg = cfg
         self.batch_size = cfg.batch_size
-        self.format = resolve_format("templatize", cfg.prompt_format, cfg.llm, "fewshot", "fewshot-completion")
+        self.format = resolve_format("templatize", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params])
 
@@ -108,7 +109,7 @@ def run(cfg: TemplatizeConfig) -> StageSummary:
     files, reader = stage_input(cfg.input, "query", "query_id", "queries")
     preflight(cfg.llm)
     step = Templatizer(cfg, input_files=files, progress=cfg.progress)
-    settings = llm_settings(cfg.llm, step.prompt_fingerprint)
+    settings = llm_settings(step.llm, step.prompt_fingerprint)
 
     def dedup(out: str, map_files: list[str]) -> DedupStep:
         return DedupStep(out, map_files, [("duplicate_template", _template_key)], "template_id", "template",
