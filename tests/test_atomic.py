@@ -7,6 +7,7 @@ call of a chosen function, then checks what a reader finds afterwards.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -116,9 +117,12 @@ pq.write_table = write_table
 from fineinstructions.stages.index import IndexConfig, run
 run(IndexConfig(input={str(templates)!r}, output={str(out)!r}, progress=False))
 """
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
-        subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        pass  # the killed build task leaves its executor waiting: that run is over either way
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:  # a killed build task leaves its executor waiting: that run is over anyway
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert (out / "meta.json").is_file()
     assert pq.read_table(out / "part-00000.parquet").num_rows == 5
