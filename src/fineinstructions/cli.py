@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from fineinstructions import __version__, atomic, recipe
 from fineinstructions.config import add_arguments, from_sources, load_yaml
@@ -81,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--limit", type=int, default=None, help="evaluate only the first N gold rows")
         add_arguments(p, spec.config, skip=GOLDEVAL_IGNORES)
         p.set_defaults(func=_run_goldeval, spec=spec)
+    exp_ds = sub.add_parser("export", help="a finished run as a Hugging Face dataset folder (configs instructions, "
+                                           "standard, pairs) with a dataset card",
+                            description="Write RUN_DIR's instruction corpus, standard corpus and kept pairs (with "
+                            "provenance) as parquet under DIR with a dataset card (README.md: configs, licence, "
+                            "counts, models and prompts, key figures, the command to publish). "
+                            "datasets.load_dataset(DIR, 'pairs') then loads it.")
+    exp_ds.add_argument("run_dir", help="run directory (`run`/`demo` --output)")
+    exp_ds.add_argument("--output", required=True, help="dataset folder to write")
+    exp_ds.add_argument("--license", help="licence of the data (default: the input documents' dataset card's)")
+    exp_ds.add_argument("--name", help="dataset name in the card (default: the run folder's name)")
+    exp_ds.set_defaults(func=_run_export)
     rep = sub.add_parser("report", help="one self-contained HTML page about a run: figures + a sample browser",
                          description="Read a run directory (`run`/`demo` --output) and write one HTML file with "
                          "plots (rows and rejects per stage, slot distributions, template diversity, judge scores, "
@@ -137,6 +149,15 @@ def _run_experiment(args: argparse.Namespace) -> None:
     run_experiment(load_config(load_yaml(args.config)), args.output)
     print(open(f"{args.output}/results.md", encoding="utf-8").read())
     print(f"results: {args.output}/results.md, results.json, results.png")
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from fineinstructions.export import export
+
+    result = export(args.run_dir, args.output, license=args.license, name=args.name)
+    counts = ", ".join(f"{k} {v:,}" for k, v in result["counts"].items())
+    print(f"dataset: {result['output']} ({counts}; licence {result['license']})")
+    print(f"publish: hf upload YOUR_NAME/{Path(args.run_dir).resolve().name} {result['output']} --repo-type dataset")
 
 
 def _run_report(args: argparse.Namespace) -> None:
