@@ -74,3 +74,9 @@ def save_tiny_model(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_model(tmp_path) -> Path:
     return save_tiny_model(tmp_path / "tiny-model")
+
+
+@pytest.fixture
+def make_tiny_model():
+    """`make_tiny_model(folder, seed)`: save a tiny model there (see `save_tiny_model`)."""
+    return save_tiny_model

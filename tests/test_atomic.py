@@ -126,3 +126,12 @@ run(IndexConfig(input={str(templates)!r}, output={str(out)!r}, progress=False))
         proc.wait()
     assert (out / "meta.json").is_file()
     assert pq.read_table(out / "part-00000.parquet").num_rows == 5
+
+
+def test_settle_dir_removes_staging_folders_a_kill_left_behind(tmp_path):
+    dest = tmp_path / "checkpoint"
+    dest.mkdir()
+    (tmp_path / ".checkpoint.abc123.tmp").mkdir()  # a staged_dir whose process was killed
+    with atomic.staged_dir(dest) as tmp:
+        (tmp / "x").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"] and folder(dest) == {"x": "new"}

@@ -78,7 +78,7 @@ def test_experiment_end_to_end_tiny(tmp_path):
     for arm in ("fineinstructions", "wrap"):
         for r in results["runs"][arm]:
             p = r["pairwise"]  # identical answers are ties (the stub picks A in both orders), the rest decided
-            assert p["n"] == 5 and p["wins_a"] + p["wins_b"] + p["ties"] == 5 and p["unparseable"] == 0
+            assert p["n"] == 5 and p["wins_a"] + p["wins_b"] + p["ties"] == 5 and p["unreadable"] == 0
             assert r["win_rate_vs_standard"] == (p["wins_a"] + 0.5 * p["ties"]) / 5
     assert "standard" not in [a for a, m in results["arms"].items() if "win_rate_vs_standard" in m]
     assert "win rate vs standard" in table and (out / "arms/wrap/seed1/eval/predictions.jsonl").is_file()
@@ -99,3 +99,80 @@ def test_config_errors_are_clear(tmp_path):
         load_config({"qa": str(qa), "arms": ["standard", "magic"]})
     with pytest.raises(UserError, match="no corpus"):
         run_experiment(load_config({"qa": str(qa), "run": str(tmp_path), "arms": ["standard"]}), str(tmp_path / "e"))
+
+
+def _qa(tmp_path) -> Path:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"query": f"what is the capital of {c}", "answers": [city]}) + "\n"
+                          for city, c in FACTS))
+    return qa
+
+
+TINY_TRAIN = {"preset": "tiny", "seq_len": 32, "batch_size": 2, "max_tokens": 320, "warmup_steps": 1}
+
+
+def test_loss_on_per_arm_records_targets_epochs_devices_and_unreadable_judgements(tmp_path):
+    """`loss_on: {fineinstructions: answer}` trains that arm on its answers and the standard arm on every token;
+    results say each arm's target tokens and how often the budget reads its corpus (and warn: these corpora are
+    tiny), where the models were trained and evaluated, and how many judgements the judge left unreadable --
+    left out of the win rate, not counted as ties. The judge here cannot decide on the Germany question."""
+    def judge(text: str) -> str:
+        if "Germany" in text:
+            return "Hard to say, both are odd."
+        return model(text)
+
+    out = tmp_path / "exp"
+    with serving(judge) as stub:
+        cfg = load_config({"run": str(fake_run(tmp_path / "run")), "arms": ["standard", "fineinstructions"],
+                           "seeds": [0], "vocab_size": 320, "qa": str(_qa(tmp_path)), "eval_limit": 5,
+                           "max_new_tokens": 4, "progress": False, "loss_on": {"fineinstructions": "answer"},
+                           "pairwise": True, "judge": vars(stub_llm(stub)), "train": TINY_TRAIN})
+        results = run_experiment(cfg, str(out))
+        assert main(["evaluate", "--model", str(out / "arms/fineinstructions/seed0/model"), "--qa", cfg.qa,
+                     "--output", str(tmp_path / "eval"), "--max-new-tokens", "4",
+                     "--against", str(out / "arms/standard/seed0/model"), "--judge-backend", "openai",
+                     "--judge-base-url", stub.url, "--judge-model", "stub"]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text()
+    for arm, loss_on in (("standard", "all"), ("fineinstructions", "answer")):
+        packed = json.loads((out / "arms" / arm / "data" / "stats.json").read_text())
+        assert packed["settings"]["loss_on"] == loss_on
+        t = saved["training"][arm]
+        assert t["loss_on"] == loss_on and t["corpus_tokens"] == packed["stats"]["tokens"]
+        assert t["target_tokens"] == packed["stats"]["target_tokens"] > 0
+        assert t["epochs"] == pytest.approx(320 / packed["stats"]["tokens"]) and t["epochs"] > 1.5
+        assert f"| {arm} | {loss_on} | {t['corpus_tokens']:,} | {t['target_tokens']:,} | {t['epochs']:.2f} |" in table
+        assert f"- **Warning:** arm {arm} reads its corpus {t['epochs']:.1f} times" in table
+        run = saved["runs"][arm][0]
+        assert run["train_device"] == run["eval_device"] == "cpu"  # cuda:0 for both on a GPU machine
+    t = saved["training"]
+    assert t["fineinstructions"]["target_tokens"] < t["fineinstructions"]["corpus_tokens"]  # instructions left out
+    assert t["standard"]["target_tokens"] == t["standard"]["corpus_tokens"]
+    p = results["runs"]["fineinstructions"][0]["pairwise"]
+    assert p["n"] == 5 and p["unreadable"] == 1 and p["unreadable_rate"] == pytest.approx(0.2)
+    assert p["wins_a"] + p["wins_b"] + p["ties"] == 4
+    assert saved["runs"]["fineinstructions"][0]["win_rate_vs_standard"] == (p["wins_a"] + 0.5 * p["ties"]) / 4
+    assert saved["arms"]["fineinstructions"]["judge_unreadable_rate"] == [pytest.approx(0.2), 0.0]
+    assert "unreadable judgements" in table and "0.200 ± 0.000" in table
+    standalone = json.loads((tmp_path / "eval" / "pairwise.json").read_text())
+    assert standalone["unreadable"] == 1 and standalone["win_rate_a"] == p["win_rate_a"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["device"] == "cpu"
+
+
+def test_an_arm_without_targets_under_its_objective_is_refused_before_any_training(tmp_path):
+    """`loss_on: answer` on the standard documents would train on nothing and report a loss of 0: refused with
+    the arm, the marker and the fix named, before the first arm (fineinstructions, which has answers) trains."""
+    cfg = load_config({"run": str(fake_run(tmp_path / "run")), "arms": ["fineinstructions", "standard"],
+                       "seeds": [0], "vocab_size": 320, "qa": str(_qa(tmp_path)), "progress": False,
+                       "loss_on": "answer", "train": TINY_TRAIN})
+    with pytest.raises(UserError, match=r"arm standard: .*no token to train on.*'\\n\\nAnswer:'.*--loss-on all"):
+        run_experiment(cfg, str(tmp_path / "exp"))
+    assert not list((tmp_path / "exp").glob("arms/*/seed*"))
+
+
+@pytest.mark.parametrize("loss_on, message", [("everything", "one of all, answer"),
+                                              ({"wrap": "answers"}, "one of all, answer"),
+                                              ({"magic": "answer"}, "unknown arm"), (["answer"], "loss_on")])
+def test_bad_loss_on_is_refused_when_the_config_loads(tmp_path, loss_on, message):
+    with pytest.raises(UserError, match=message):
+        load_config({"qa": str(_qa(tmp_path)), "loss_on": loss_on})

@@ -70,9 +70,10 @@ def _old(dest: Path) -> Path:
     return dest.with_name(dest.name + ".old")
 
 
-def settle_dir(dest: str | os.PathLike) -> Path:
+def settle_dir(dest: str | os.PathLike, keep: Path | None = None) -> Path:
     """Finish a directory swap that a kill interrupted: if only `NAME.old` is there, it is the valid state (the
-    new one never arrived) and goes back; if both are there, the swap completed and `NAME.old` is deleted."""
+    new one never arrived) and goes back; if both are there, the swap completed and `NAME.old` is deleted. Staging
+    folders a kill left behind (`.NAME.*.tmp`, except `keep`) are deleted."""
     dest = Path(dest)
     old = _old(dest)
     if old.exists():
@@ -80,6 +81,9 @@ def settle_dir(dest: str | os.PathLike) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(old, dest)
+    for stale in dest.parent.glob(f".{dest.name}.*.tmp") if dest.parent.is_dir() else ():
+        if stale != keep:  # a staging folder a kill left behind (can be checkpoint-sized)
+            shutil.rmtree(stale, ignore_errors=True)
     return dest
 
 
@@ -87,7 +91,7 @@ def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Make the complete directory `src` become `dest`, replacing whatever `dest` was, so that at every instant
     either the old `dest` or the new one is readable (through `settle_dir`)."""
     src, dest = Path(src), Path(dest)
-    settle_dir(dest)
+    settle_dir(dest, keep=src)
     if dest.exists():
         os.replace(dest, _old(dest))
     os.replace(src, dest)

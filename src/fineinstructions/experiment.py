@@ -11,23 +11,34 @@ tokenizer, evaluates every model on held-out human question → answer pairs wit
 Arms: `standard` (the documents), `fineinstructions` (the recipe's pairs), `wrap` (WRAP-style QA rephrasings of
 the same documents by the same LLM engine, made with the `rephrase` stage unless a corpus is given).
 The tokenizer is trained once on all arms' corpora together, so token counts mean the same thing in every arm.
+Every arm's corpus is packed and checked before any model trains: an arm with no loss targets under its `loss_on`
+is refused. The results say per arm how many target tokens its corpus has and how many times the token budget
+reads it (epochs); an arm that repeats its corpus more than `REPEAT_WARNING` times is flagged, since its scores
+then measure memorising a small corpus as much as the corpus's kind of text.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fineinstructions import atomic
 from fineinstructions.config import build, option
 from fineinstructions.errors import UserError
 from fineinstructions.llm import LLMConfig
+from fineinstructions.pretrain.data import LOSS_ON
 from fineinstructions.pretrain.loop import TrainOptions
 
+log = logging.getLogger(__name__)
+
 ARMS = ("standard", "fineinstructions", "wrap")
-METRICS = ("nll_per_token", "bits_per_byte", "exact_match", "f1", "final_loss", "win_rate_vs_standard")
+METRICS = ("nll_per_token", "bits_per_byte", "exact_match", "f1", "final_loss", "win_rate_vs_standard",
+           "judge_unreadable_rate")
+REPEAT_WARNING = 1.5  # epochs over an arm's corpus above which results.md warns
 
 
 @dataclass
@@ -47,7 +58,10 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one model per arm and seed"})
     tokenizer: str | None = option(None, "HF tokenizer name/dir; default: a BPE trained on all arms' corpora")
     vocab_size: int = option(8192, "vocabulary of the shared BPE")
-    loss_on: str = option("all", "loss targets for every arm: all | answer", ("all", "answer"))
+    loss_on: str | dict[str, str] = option(
+        "all", "loss targets: `all` (every token) or `answer` (the tokens after '\\n\\nAnswer:') for every arm, or a "
+               "mapping arm -> all | answer, e.g. {fineinstructions: answer} (arms left out: all); an arm whose "
+               "corpus has no target under its objective is refused before any training")
     qa: str | None = option(None, "held-out question → answer jsonl (query, answers)")
     eval_limit: int = option(200, "questions evaluated per model (a seeded sample)")
     max_new_tokens: int = option(24, "tokens generated per answer")
@@ -57,6 +71,8 @@ class ExperimentConfig:
     judge: LLMConfig = option(factory=LLMConfig)
     train: TrainOptions = option(factory=TrainOptions)
     wrap: WrapOptions = option(factory=WrapOptions)
+    device: str = option("auto", "evaluation device: auto (where the models train: the GPU when there is one, else "
+                                 "the CPU) | cpu | cuda")
     progress: bool = option(True, "progress bars")
 
 
@@ -65,6 +81,7 @@ def load_config(values: dict[str, Any]) -> ExperimentConfig:
     unknown = sorted(set(cfg.arms) - set(ARMS))
     if unknown:
         raise UserError(f"unknown arm(s) {', '.join(unknown)}; arms are: {', '.join(ARMS)}")
+    loss_on_by_arm(cfg)  # refuse a bad loss_on now, not after the first arm has trained
     if not cfg.seeds:
         raise UserError("experiment needs at least one seed")
     if not cfg.qa or not Path(cfg.qa).is_file():
@@ -93,13 +110,26 @@ def corpus_for(arm: str, cfg: ExperimentConfig, out: Path) -> str:
     return str(path)
 
 
+def loss_on_by_arm(cfg: ExperimentConfig) -> dict[str, str]:
+    """Each arm's loss targets from `loss_on`: one objective for all arms, or a mapping (missing arms: all)."""
+    spec = cfg.loss_on if isinstance(cfg.loss_on, dict) else {arm: cfg.loss_on for arm in cfg.arms}
+    if not isinstance(spec, dict) or not all(isinstance(k, str) for k in spec):
+        raise UserError(f"loss_on: expected all, answer or a mapping arm -> all | answer, got {cfg.loss_on!r}")
+    unknown = sorted(set(spec) - set(ARMS))
+    if unknown:
+        raise UserError(f"loss_on names unknown arm(s) {', '.join(unknown)}; arms are: {', '.join(ARMS)}")
+    bad = {arm: v for arm, v in spec.items() if v not in LOSS_ON}
+    if bad:
+        raise UserError(f"loss_on: {bad} -- each arm's loss targets are one of {', '.join(LOSS_ON)}")
+    return {arm: spec.get(arm, "all") for arm in cfg.arms}
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
-    from fineinstructions.evaluate.scoring import evaluate_model
-    from fineinstructions.pretrain.data import read_texts
+    from fineinstructions.evaluate.scoring import evaluate_model, resolve_device
     from fineinstructions.stages.evaluate import write_predictions
     from fineinstructions.stages.pretrain import PretrainConfig, tokenizer_for
     from fineinstructions.stages.pretrain import run as pretrain
@@ -107,48 +137,93 @@ def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     corpora = {arm: corpus_for(arm, cfg, out) for arm in cfg.arms}
-    for arm, path in corpora.items():
-        try:
-            next(read_texts(path))
-        except StopIteration:
-            raise UserError(f"arm {arm}: its corpus {path} has no text") from None
-    base = PretrainConfig(tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size, loss_on=cfg.loss_on,
-                          progress=cfg.progress, **asdict(cfg.train))
+    _check_text(corpora)
+    base = PretrainConfig(tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size, progress=cfg.progress,
+                          **asdict(cfg.train))
     tokenizer = tokenizer_for(base, list(corpora.values()), out / "tokenizer")
+    loss_on = loss_on_by_arm(cfg)
+    arm_configs = {arm: PretrainConfig(**{**asdict(base), "input": path, "loss_on": loss_on[arm],
+                                          "data_dir": str(out / "arms" / arm / "data")})  # packed once per arm
+                   for arm, path in corpora.items()}
+    training = _pack_arms(arm_configs, tokenizer)
+    device = resolve_device(cfg.device)
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in cfg.arms}
-    for arm, path in corpora.items():
+    for arm, arm_cfg in arm_configs.items():
         for seed in cfg.seeds:
             where = out / "arms" / arm / f"seed{seed}"
-            pc = PretrainConfig(**{**asdict(base), "input": path, "output": str(where), "seed": seed,
-                                   "data_dir": str(out / "arms" / arm / "data")})  # packed once per arm
-            trained = pretrain(pc, tokenizer=tokenizer)
+            trained = pretrain(PretrainConfig(**{**asdict(arm_cfg), "output": str(where), "seed": seed}),
+                               tokenizer=tokenizer)
             metrics = evaluate_model(where / "model", cfg.qa, limit=cfg.eval_limit, seed=0,
-                                     max_new_tokens=cfg.max_new_tokens)
+                                     max_new_tokens=cfg.max_new_tokens, device=device)
             write_predictions(metrics, where / "eval")
-            log = [json.loads(line) for line in (where / "loss.jsonl").open()]
+            log_rows = [json.loads(line) for line in (where / "loss.jsonl").open()]
             runs[arm].append({"seed": seed, "final_loss": trained["final_loss"], "tokens": trained["tokens"],
-                              "corpus_tokens": trained["data"]["tokens"], "loss_curve": log,
+                              "corpus_tokens": trained["data"]["tokens"], "loss_curve": log_rows,
+                              "train_device": trained["device"], "eval_device": metrics["device"],
                               **{k: metrics[k] for k in ("nll_per_token", "bits_per_byte", "exact_match", "f1")},
                               "examples": metrics["examples"], "predictions": metrics["predictions"],
                               "queries": [row["query"] for row in metrics["rows"]]})
+        training[arm].update(training_tokens=runs[arm][0]["tokens"],
+                             epochs=runs[arm][0]["tokens"] / training[arm]["corpus_tokens"])
     if cfg.pairwise:
         judge_against_standard(runs, cfg)
     for rs in runs.values():
         for r in rs:
             del r["predictions"], r["queries"]
-    results = {"arms": {arm: {m: mean_std([r[m] for r in rs]) for m in METRICS if m in rs[0]}
-                        for arm, rs in runs.items()},
-               "runs": runs, "corpora": corpora, "seeds": cfg.seeds, "qa": cfg.qa, "eval_limit": cfg.eval_limit,
-               "train": asdict(cfg.train), "loss_on": cfg.loss_on}
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / "results.md").write_text(results_table(results))
+    results = {"arms": {arm: _summarise(rs) for arm, rs in runs.items()}, "training": training,
+               "warnings": _repeat_warnings(training), "runs": runs, "corpora": corpora, "seeds": cfg.seeds,
+               "qa": cfg.qa, "eval_limit": cfg.eval_limit, "train": asdict(cfg.train), "loss_on": loss_on}
+    for warning in results["warnings"]:
+        log.warning("warning: %s", warning)
+    atomic.write_json(out / "results.json", results, indent=1, default=str)
+    atomic.write_text(out / "results.md", results_table(results))
     plot(results, out / "results.png")
     return results
 
 
+def _check_text(corpora: dict[str, str]) -> None:
+    from fineinstructions.pretrain.data import read_texts
+
+    for arm, path in corpora.items():
+        try:
+            next(read_texts(path))
+        except StopIteration:
+            raise UserError(f"arm {arm}: its corpus {path} has no text") from None
+
+
+def _pack_arms(arm_configs: dict[str, Any], tokenizer) -> dict[str, dict[str, Any]]:
+    """Pack every arm's corpus (cached for its seeds) before any training, refusing an arm with nothing to train
+    on under its loss_on; returns each arm's objective, corpus tokens and target tokens."""
+    from fineinstructions.stages.pretrain import packed_data
+
+    training = {}
+    for arm, arm_cfg in arm_configs.items():
+        try:
+            stats = packed_data(arm_cfg, tokenizer).stats
+        except UserError as e:
+            raise UserError(f"arm {arm}: {e}") from None
+        training[arm] = {"loss_on": arm_cfg.loss_on, "corpus_tokens": stats["tokens"],
+                         "target_tokens": stats["target_tokens"]}
+    return training
+
+
+def _summarise(rs: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Mean ± std over seeds of each metric the runs have (a win rate is None when no judgement was readable)."""
+    values = {m: [r[m] for r in rs if r.get(m) is not None] for m in METRICS}
+    return {m: mean_std(v) for m, v in values.items() if v}
+
+
+def _repeat_warnings(training: dict[str, dict[str, Any]]) -> list[str]:
+    return [f"arm {arm} reads its corpus {t['epochs']:.1f} times ({t['training_tokens']:,} training tokens, "
+            f"{t['corpus_tokens']:,} corpus tokens): its scores measure memorising a small corpus as much as the "
+            f"corpus's kind of text; give it a bigger corpus or lower train.max_tokens"
+            for arm, t in training.items() if t["epochs"] > REPEAT_WARNING]
+
+
 def judge_against_standard(runs: dict[str, list[dict[str, Any]]], cfg: ExperimentConfig) -> None:
     """Each non-standard arm's answers vs the standard arm's of the same seed, by the configured LLM judge; adds
-    `win_rate_vs_standard` (ties count half) and the judge's full result (`pairwise`) to each run."""
+    `win_rate_vs_standard` (ties count half, unreadable judgements left out: None when none was readable),
+    `judge_unreadable_rate` and the judge's full result (`pairwise`) to each run."""
     from fineinstructions.stages.evaluate import head_to_head, judge_backend
 
     if "standard" not in runs:
@@ -160,24 +235,38 @@ def judge_against_standard(runs: dict[str, list[dict[str, Any]]], cfg: Experimen
             k = min(cfg.pairwise_limit, len(r["queries"]))
             result = head_to_head(cfg.judge, backend, r["queries"][:k], r["predictions"][:k],
                                   baseline[r["seed"]]["predictions"][:k])
-            r.update(win_rate_vs_standard=result["win_rate_a"], pairwise=result)
+            r.update(win_rate_vs_standard=result["win_rate_a"], judge_unreadable_rate=result["unreadable_rate"],
+                     pairwise=result)
     finally:
         backend.close()
 
 
+COLUMNS = {"nll_per_token": "answer NLL/token ↓", "bits_per_byte": "bits/byte ↓", "exact_match": "EM ↑",
+           "f1": "F1 ↑", "final_loss": "final train loss", "win_rate_vs_standard": "win rate vs standard ↑",
+           "judge_unreadable_rate": "unreadable judgements"}
+
+
 def results_table(results: dict[str, Any]) -> str:
-    """Markdown: one row per arm, mean ± std over seeds; lower is better for NLL, bits/byte and loss."""
+    """Markdown: one row per arm, mean ± std over seeds; lower is better for NLL, bits/byte and loss. The judge's
+    columns appear when arms were judged; warnings (an arm repeating its corpus) follow the table."""
     any_runs = next(iter(results["runs"].values()))
-    judged = any("win_rate_vs_standard" in m for m in results["arms"].values())
-    lines = [f"Seeds {results['seeds']}; {any_runs[0]['tokens']:,} training tokens per model; "
-             f"{results['eval_limit']} questions from {Path(results['qa']).name}.", "",
-             "| arm | corpus tokens | answer NLL/token ↓ | bits/byte ↓ | EM ↑ | F1 ↑ | final train loss |"
-             + (" win rate vs standard ↑ |" if judged else ""),
-             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if judged else "")]
+    judged = any("judge_unreadable_rate" in m for m in results["arms"].values())
+    metrics = [m for m in METRICS if judged or m not in ("win_rate_vs_standard", "judge_unreadable_rate")]
+    lines = [(f"Seeds {results['seeds']}; {any_runs[0]['tokens']:,} training tokens per model; "
+              f"{results['eval_limit']} questions from {Path(results['qa']).name}."), "",
+             "| arm | loss on | corpus tokens | target tokens | epochs | "
+             + " | ".join(COLUMNS[m] for m in metrics) + " |",
+             "|---|---|---:|---:|---:|" + "---:|" * len(metrics)]
     for arm, m in results["arms"].items():
-        cells = [f"{m[k][0]:.3f} ± {m[k][1]:.3f}" if k in m else "—" for k in METRICS[:len(METRICS) - (not judged)]]
-        corpus = results["runs"][arm][0]["corpus_tokens"]
-        lines.append(f"| {arm} | {corpus:,} | " + " | ".join(cells) + " |")
+        t = results["training"][arm]
+        cells = [f"{m[k][0]:.3f} ± {m[k][1]:.3f}" if k in m else "—" for k in metrics]
+        lines.append(f"| {arm} | {t['loss_on']} | {t['corpus_tokens']:,} | {t['target_tokens']:,} | "
+                     f"{t['epochs']:.2f} | " + " | ".join(cells) + " |")
+    if judged:
+        lines += ["", ("Win rates count only the questions whose two judgements could both be read (a failed "
+                       "request or a reply naming no single answer cannot); the unreadable column is the share left "
+                       "out.")]
+    lines += [""] * bool(results["warnings"]) + [f"- **Warning:** {w}." for w in results["warnings"]]
     return "\n".join(lines) + "\n"
 
 

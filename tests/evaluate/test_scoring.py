@@ -159,3 +159,25 @@ def test_evaluate_model_end_to_end(model, tokenizer, tmp_path):
     assert [e["query"] for e in result["examples"]] == [r["query"] for r in rows]
     assert result["examples"][0]["answers"] == ["Paris", "Paris, France"]
     assert result["examples"][0]["prediction"] == result["predictions"][0]
+
+
+def test_evaluation_runs_on_the_training_device(model, tokenizer, tmp_path, monkeypatch):
+    """Unless told otherwise, a model is scored where training runs: the GPU when there is one, not the CPU beside
+    it. With CUDA reported available, evaluation really moves the model there (this CPU-only torch then refuses,
+    which shows the choice without faking a result); on this machine it runs on the CPU, and says so."""
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    qa_path = _write_jsonl(tmp_path / "qa.jsonl", [{"query": "capital of France?", "answers": ["Paris"]}])
+    if not torch.cuda.is_available():
+        with monkeypatch.context() as m:
+            m.setattr(torch.cuda, "is_available", lambda: True)
+            with pytest.raises((AssertionError, RuntimeError), match="CUDA"):
+                evaluate_model(tmp_path / "model", qa_path, limit=None, max_new_tokens=2)
+            assert evaluate_model(tmp_path / "model", qa_path, max_new_tokens=2, device="cpu")["device"] == "cpu"
+
+    from fineinstructions.evaluate.scoring import resolve_device
+    from fineinstructions.pretrain.loop import training_device
+
+    result = evaluate_model(tmp_path / "model", qa_path, limit=None, max_new_tokens=2)
+    assert result["device"] == resolve_device("auto") == str(training_device())
+    assert result["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")

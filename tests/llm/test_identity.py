@@ -8,8 +8,6 @@ import shutil
 import pytest
 import torch
 
-from conftest import save_tiny_model
-
 from fineinstructions.llm import LLMConfig, Request, SamplingParams, make_backend
 from fineinstructions.llm.identity import content_digest, model_identity
 
@@ -21,12 +19,12 @@ def answer(folder, cache, **kw):
         return llm.generate([PROMPT])[0]
 
 
-def test_a_new_fine_tune_in_the_same_folder_is_not_served_from_the_cache(tmp_path):
+def test_a_new_fine_tune_in_the_same_folder_is_not_served_from_the_cache(tmp_path, make_tiny_model):
     cache, ft = tmp_path / "cache.sqlite", tmp_path / "finetune"
-    save_tiny_model(ft, seed=0)
+    make_tiny_model(ft, seed=0)
     first = answer(ft, cache)
     assert not first.cached and answer(ft, cache).cached  # same weights: from the cache
-    save_tiny_model(ft, seed=1)  # fine-tuned again into the same folder: same name, same config.json
+    make_tiny_model(ft, seed=1)  # fine-tuned again into the same folder: same name, same config.json
     second = answer(ft, cache)
     assert not second.cached
     with make_backend(LLMConfig(model=str(ft), cache=False)) as fresh:
@@ -37,12 +35,12 @@ def test_a_new_fine_tune_in_the_same_folder_is_not_served_from_the_cache(tmp_pat
     assert again.cached and again.text == second.text
 
 
-def test_an_adapter_is_part_of_the_identity_and_changes_the_answers(tmp_path):
+def test_an_adapter_is_part_of_the_identity_and_changes_the_answers(tmp_path, make_tiny_model):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base, adapter, cache = tmp_path / "base", tmp_path / "adapter", tmp_path / "cache.sqlite"
-    save_tiny_model(base, seed=0)
+    make_tiny_model(base, seed=0)
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
                                 LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "lm_head"]))
     torch.manual_seed(5)
@@ -74,7 +72,7 @@ def test_generation_options_and_served_revisions_change_the_identity():
                                                                                   "gpu_memory_utilization": 0.5}))
 
 
-def test_a_stage_made_with_other_weights_in_the_same_folder_is_not_resumed(tmp_path):
+def test_a_stage_made_with_other_weights_in_the_same_folder_is_not_resumed(tmp_path, make_tiny_model):
     """stage.json records the weights' identity: a stage finished with the old fine-tune is refused, not
     reported as done, when the folder now holds a new one."""
     import json
@@ -88,11 +86,11 @@ def test_a_stage_made_with_other_weights_in_the_same_folder_is_not_resumed(tmp_p
     raw.write_text(json.dumps({"id": "q1", "query": "who wrote hamlet"}) + "\n")
     queries(QueriesConfig(input=str(raw), output=str(tmp_path / "queries"), progress=False))
     ft = tmp_path / "finetune"
-    save_tiny_model(ft, seed=0)
+    make_tiny_model(ft, seed=0)
     cfg = TemplatizeConfig(input=str(tmp_path / "queries"), output=str(tmp_path / "t"), prompt_format="released",
                            max_tokens=4, progress=False, llm=LLMConfig(model=str(ft), cache=False))
     run(cfg)
     run(cfg)  # same weights: a no-op resume
-    save_tiny_model(ft, seed=1)
+    make_tiny_model(ft, seed=1)
     with pytest.raises(UserError, match="changed: model_identity"):
         run(cfg)

@@ -2,6 +2,8 @@
 
 import sys
 
+import torch
+
 from fineinstructions.pretrain.loop import TrainOptions, train
 from fineinstructions.pretrain.model import build_model
 
@@ -14,3 +16,6 @@ opts = TrainOptions(preset="tiny", batch_size=1, grad_accum=2, max_tokens=16 * 4
                     log_every=1, precision="fp32", parallel="fsdp")
 train(build_model("tiny", 64, 16, seed=seed), None, ids, labels, opts, out, progress=False,
       stop_after_steps=stop or None)
+# the process group is left before the process exits: a gloo worker thread still holding the last collective's
+# tensors at interpreter shutdown aborts the process ("terminate called without an active exception")
+assert not torch.distributed.is_initialized(), "train() returned with the process group still up"

@@ -217,3 +217,53 @@ def test_build_dataset_cache_reuse_and_invalidation(bpe, tmp_path, monkeypatch):
     assert json.loads((out / "stats.json").read_text())["settings"]["seq_len"] == 8
     build_dataset(tmp_path / "corpus", bpe, seq_len=8, loss_on="answer", out=out)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
+def test_a_cache_save_killed_at_any_point_leaves_the_old_or_the_new_cache(bpe, tmp_path, monkeypatch, kill_at):
+    """The cache holds `loss_on: all`; rebuilding it for `answer` is killed at its 1st, 2nd or 3rd file move. The
+    token ids are the same in both, the labels and stats differ: saved file by file, new labels could sit next to
+    the old stats, and the next `all` run would train on the answer-only labels without noticing. After the kill,
+    runs with either setting must get exactly what packing from scratch gives."""
+    from kill_points import Killed, kill_at_move
+
+    write_parquet(tmp_path / "corpus" / "part-00000.parquet", qa_texts(20))
+    out = tmp_path / "packed"
+    build_dataset(tmp_path / "corpus", bpe, seq_len=16, loss_on="all", out=out)
+    with monkeypatch.context() as m:
+        kill_at_move(m, kill_at)
+        try:
+            build_dataset(tmp_path / "corpus", bpe, seq_len=16, loss_on="answer", out=out)
+        except Killed:
+            pass
+    for loss_on in ("all", "answer"):
+        cached = build_dataset(tmp_path / "corpus", bpe, seq_len=16, loss_on=loss_on, out=out)
+        fresh = build_dataset(tmp_path / "corpus", bpe, seq_len=16, loss_on=loss_on)
+        np.testing.assert_array_equal(cached.labels, fresh.labels)
+        np.testing.assert_array_equal(cached.input_ids, fresh.input_ids)
+        assert cached.stats == fresh.stats
+
+
+def test_the_cache_refuses_a_folder_it_would_share(bpe, tmp_path):
+    """The cache replaces its folder whole: pointed at a folder holding something else, it refuses to."""
+    write_parquet(tmp_path / "corpus" / "part-00000.parquet", qa_texts(5))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="notes.txt"):
+        build_dataset(tmp_path / "corpus", bpe, seq_len=16, out=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_corpus_rewritten_in_place_is_packed_again(bpe, tmp_path):
+    """Same path, same settings, other content (a budget stage rerun on new documents): the cache must not hand
+    back the old tokens."""
+    import os
+
+    corpus = tmp_path / "corpus" / "part-00000.parquet"
+    write_parquet(corpus, qa_texts(20))
+    out = tmp_path / "packed"
+    first = build_dataset(tmp_path / "corpus", bpe, seq_len=16, out=out)
+    write_parquet(corpus, qa_texts(35))
+    os.utime(corpus, ns=(corpus.stat().st_atime_ns, corpus.stat().st_mtime_ns + 1_000_000))
+    second = build_dataset(tmp_path / "corpus", bpe, seq_len=16, out=out)
+    assert second.stats["documents"] == 35 != first.stats["documents"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,22 @@ def _losses(folder) -> list[float]:
     return [json.loads(line)["loss"] for line in (folder / "loss.jsonl").open()]
 
 
+def torchrun(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --standalone --nproc_per_node 2 ARGS` with one thread per process. A run
+    still going after `timeout` (a rank hung in a collective) fails the test; SIGTERM makes torchrun stop its
+    workers, which run in sessions of their own and would otherwise hang on after the test."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"torchrun still running after {timeout} s (a rank hung?):\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """The reference: one process, 4 rows per step; its tokenizer is shared with the distributed runs."""
@@ -46,11 +63,9 @@ def single(tmp_path_factory):
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one(single, parallel):
     out = single / parallel
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "fineinstructions", "pretrain", "--input", str(single / "corpus.jsonl"), "--output", str(out),
-           "--tokenizer", str(single / "single" / "tokenizer"), "--batch-size", "2", "--parallel", parallel, *COMMON]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    done = torchrun(["-m", "fineinstructions", "pretrain", "--input", str(single / "corpus.jsonl"), "--output",
+                     str(out), "--tokenizer", str(single / "single" / "tokenizer"), "--batch-size", "2",
+                     "--parallel", parallel, *COMMON])
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["tokens"] == 32 * 4 * 6
@@ -73,10 +88,34 @@ def test_fsdp_resume_reproduces_the_uninterrupted_run(tmp_path):
 
     ids, labels = data()
     train(build_model("tiny", 64, 16), None, ids, labels, opts(precision="fp32"), tmp_path / "one", progress=False)
-    worker = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-              str(Path(__file__).with_name("fsdp_resume_worker.py")), str(tmp_path / "two")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    worker = [str(Path(__file__).with_name("fsdp_resume_worker.py")), str(tmp_path / "two")]
     for stop, seed in ((3, 0), (0, 99)):  # the resumed run starts from other weights: the checkpoint must win
-        done = subprocess.run([*worker, str(stop), str(seed)], capture_output=True, text=True, timeout=300, env=env)
+        done = torchrun([*worker, str(stop), str(seed)])
         assert done.returncode == 0, done.stderr[-3000:]
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=2e-4)
+
+
+# 3 full steps of 4 rows, then 20 tokens: the last step has 1 row, so rank 1 has none of it
+UNEVEN = 32 * 4 * 3 + 20
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_last_step_the_ranks_cannot_share_evenly_ends_on_the_exact_budget(single, parallel):
+    """A budget that does not divide by ranks x rows x seq_len: the last step's single (cut) row goes to rank 0,
+    and with 2 micro-batches per step the ranks' row counts differ on it too. Every rank must still run the same
+    forward/backward passes, or the other one waits in a collective forever; the run must end on exactly the
+    budget with the single-process losses (same global batch: 1 process x 2 rows x 2 micro-batches)."""
+    uneven = [a if a != str(32 * 4 * 6) else str(UNEVEN) for a in COMMON]
+    corpus, tokenizer = str(single / "corpus.jsonl"), str(single / "single" / "tokenizer")
+    reference = single / "uneven-single"
+    if not (reference / "loss.jsonl").is_file():
+        assert main(["pretrain", "--input", corpus, "--output", str(reference), "--tokenizer", tokenizer,
+                     "--batch-size", "2", "--grad-accum", "2", *uneven]) == 0
+    out = single / f"uneven-{parallel}"
+    done = torchrun(["-m", "fineinstructions", "pretrain", "--input", corpus, "--output", str(out), "--tokenizer",
+                     tokenizer, "--batch-size", "1", "--grad-accum", "2", "--parallel", parallel, *uneven])
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["tokens"] == UNEVEN and summary["steps"] == 4
+    assert json.loads((reference / "train_summary.json").read_text())["tokens"] == UNEVEN
+    assert _losses(out) == pytest.approx(_losses(reference), rel=2e-4) and len(_losses(out)) == 4

@@ -100,3 +100,56 @@ def test_bf16_autocast_and_compile_train_like_fp32_eager(tmp_path):
         runs[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "loss.jsonl").open()]
     assert runs["bf16"] != runs["fp32"] and runs["bf16"] == pytest.approx(runs["fp32"], rel=0.05)
     assert runs["compiled"] == pytest.approx(runs["fp32"], rel=1e-3)
+
+
+# --- kills while saving: the next run sees the complete old state or the complete new one ---------------------
+
+def _state(where) -> dict:
+    from fineinstructions import atomic
+
+    atomic.settle_dir(where)  # what the next run does before reading
+    return torch.load(where / "trainer_state.pt", weights_only=False)
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
+def test_a_checkpoint_save_killed_at_any_point_loses_no_progress(tmp_path, monkeypatch, kill_at):
+    """Checkpoints every 2 steps; the run is killed at the 1st, 2nd or 3rd folder operation of the step-4
+    checkpoint's save (the old one moved aside, the new one moved in, the old one deleted). The next run must find
+    the step-2 or the step-4 checkpoint -- not none, which would silently restart from scratch -- and resume to the
+    uninterrupted run's losses, from a model built with other initial weights."""
+    from kill_points import Killed, kill_at_move
+
+    ids, labels = data()
+    train(build_model("tiny", 64, 16), None, ids, labels, opts(), tmp_path / "a", progress=False)
+    b = tmp_path / "b"
+    train(build_model("tiny", 64, 16), None, ids, labels, opts(save_every=2), b, progress=False, stop_after_steps=2)
+    with monkeypatch.context() as m:
+        events = kill_at_move(m, kill_at, name="checkpoint")
+        with pytest.raises(Killed):
+            train(build_model("tiny", 64, 16), None, ids, labels, opts(save_every=2), b, progress=False)
+    assert len(events) == kill_at
+    assert _state(b / "checkpoint")["step"] in (2, 4)
+    train(build_model("tiny", 64, 16, seed=99), None, ids, labels, opts(save_every=2), b, progress=False)
+    assert _losses(b) == pytest.approx(_losses(tmp_path / "a"), abs=1e-5)
+    assert not (b / "checkpoint.old").exists()  # settled: a half-swap is finished or rolled back
+
+
+@pytest.mark.parametrize("name", ["loss.jsonl", "train_summary.json"])
+def test_a_kill_while_the_log_or_summary_is_written_leaves_the_previous_file(tmp_path, monkeypatch, name):
+    from kill_points import Killed, kill_while_writing
+
+    ids, labels = data()
+    train(build_model("tiny", 64, 16), None, ids, labels, opts(), tmp_path, progress=False, stop_after_steps=3)
+    before = (tmp_path / name).read_text()
+    with monkeypatch.context() as m:
+        kill_while_writing(m, name)
+        with pytest.raises(Killed):
+            train(build_model("tiny", 64, 16), None, ids, labels, opts(), tmp_path, progress=False)
+    assert (tmp_path / name).read_text() == before  # the complete previous version, not half of the new one
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{name}")] == []
+    summary = train(build_model("tiny", 64, 16), None, ids, labels, opts(), tmp_path, progress=False)
+    assert summary["finished"] and len(_losses(tmp_path)) == 6
+
+
+def _losses(folder) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "loss.jsonl").open()]

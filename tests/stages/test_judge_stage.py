@@ -98,7 +98,9 @@ def test_every_documented_reply_shape_goes_through_the_stage(tmp_path, fmt):
     rows = [{"pair_id": f"p-{q}", "document_id": "d", "template_id": "t", "instruction": q, "answer": f"a {q}",
              "grounding": 1.0, "status": "ok"} for q in REPLY_SHAPES]
     shard = write_shard(tmp_path / "instantiate", schemas.PAIRS, rows)
-    with serving(lambda text: REPLY_SHAPES[re.search(r"(q-\w+)", text).group(1)][0]) as server:
+    one_line = fmt == "rubric-completion"  # its stop string is "\n": a completion judge answers on one line
+    with serving(lambda text: (lambda r: r.replace("\n", " ") if one_line else r)(
+            REPLY_SHAPES[re.search(r"(q-\w+)", text).group(1)][0])) as server:
         llm = stub_llm(server)
         llm.cache_path = str(tmp_path / "cache.sqlite")
         for attempt in ("fresh", "from cache"):

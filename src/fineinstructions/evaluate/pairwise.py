@@ -70,10 +70,12 @@ def pairwise_win_rate(
 ) -> dict:
     """Judge answers_a against answers_b on each query, in both orders.
 
-    A query is a win for A when A is preferred in both orders, a win for B likewise, otherwise a tie (including
-    when a judgement failed or could not be parsed; `unparseable` counts those queries). win_rate_a scores a tie
-    as half a win; position_consistency is the share of queries whose two judgements agree, a check on the judge
-    itself: a judge that always picks the first position scores 0 and makes every query a tie."""
+    A query is a win for A when A is preferred in both orders, a win for B likewise, a tie when the two readable
+    judgements disagree, and `unreadable` when either judgement failed or named no single answer: whether a
+    preference survives the swap is then unknown, and counting it as a tie would pull the win rate towards 50 %.
+    win_rate_a (a tie is half a win) and position_consistency (the share of queries whose two judgements agree,
+    a check on the judge: one that always picks the first position scores 0) are over the readable queries only,
+    None when there are none; `unreadable_rate` says how much of the sample that left out."""
     if not len(queries) == len(answers_a) == len(answers_b):
         raise ValueError(f"need one answer per query: {len(queries)} queries, {len(answers_a)} A, {len(answers_b)} B")
     if not queries:
@@ -83,16 +85,18 @@ def pairwise_win_rate(
         requests += [_judge_request(query, a, b, max_tokens), _judge_request(query, b, a, max_tokens)]
     completions = backend.generate(requests)
     votes = [(_vote(completions[2 * i], True), _vote(completions[2 * i + 1], False)) for i in range(len(queries))]
-    n = len(votes)
-    wins_a = sum(v == ("a", "a") for v in votes)
-    wins_b = sum(v == ("b", "b") for v in votes)
-    ties = n - wins_a - wins_b
+    readable = [v for v in votes if None not in v]
+    wins_a = sum(v == ("a", "a") for v in readable)
+    wins_b = sum(v == ("b", "b") for v in readable)
+    ties = len(readable) - wins_a - wins_b
+    n, judged = len(votes), len(readable)
     return {
         "n": n,
         "wins_a": wins_a,
         "wins_b": wins_b,
         "ties": ties,
-        "unparseable": sum(None in v for v in votes),
-        "win_rate_a": (wins_a + 0.5 * ties) / n,
-        "position_consistency": (wins_a + wins_b) / n,
+        "unreadable": n - judged,
+        "unreadable_rate": (n - judged) / n,
+        "win_rate_a": (wins_a + 0.5 * ties) / judged if judged else None,
+        "position_consistency": (wins_a + wins_b) / judged if judged else None,
     }

@@ -182,15 +182,24 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+def resolve_device(name: str = "auto") -> str:
+    """`auto`: the device training uses (`pretrain.loop.training_device`: the GPU when there is one, else the CPU),
+    so a model is evaluated where it was trained, not on the CPU beside an idle GPU; other names are used as given."""
+    from fineinstructions.pretrain.loop import training_device
+
+    return str(training_device()) if name == "auto" else name
+
+
 def evaluate_model(
     model_dir: str | Path,
     qa_path: str | Path,
     limit: int | None = 200,
     seed: int = 0,
     max_new_tokens: int = 32,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> dict:
-    """Score a saved checkpoint (a `save_pretrained` directory with its tokenizer) on a QA jsonl file.
+    """Score a saved checkpoint (a `save_pretrained` directory with its tokenizer) on a QA jsonl file, on
+    `device` (see `resolve_device`; the result says which).
 
     Likelihood uses each item's first reference answer (datasets list the canonical one first); EM and F1 take
     the best match over all references. NLL per token and bits per byte are totals over all answers divided by
@@ -198,7 +207,11 @@ def evaluate_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from fineinstructions import atomic
+
     rows = load_qa(qa_path, limit=limit, seed=seed)
+    atomic.settle_dir(model_dir)  # a model swap a kill interrupted (`pretrain` replaces model/ whole)
+    device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device).eval()
     prompts = [PROMPT.format(query=row["query"]) for row in rows]
@@ -208,6 +221,7 @@ def evaluate_model(
     nats, tokens, n_bytes = (sum(column) for column in zip(*scored))
     return {
         "model": str(model_dir),
+        "device": device,
         "n": len(rows),
         "nll_per_token": nats / tokens,
         "bits_per_byte": nats / math.log(2) / n_bytes,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fineinstructions import atomic
+from fineinstructions.llm.identity import content_digest
+from fineinstructions.pipeline.inputs import path_fingerprint
 
 LOSS_ON = ("all", "answer")
 ANSWER_MARKER = "\n\nAnswer:"
@@ -196,8 +199,9 @@ def build_dataset(path: str | Path, tokenizer, seq_len: int, loss_on: str = "all
     """Read, encode and pack a corpus; with `out`, save the result there and reuse it on the next identical call.
 
     The cache is keyed on every setting that changes the packed tokens (corpus path, seq_len, loss_on, column,
-    limit, tokenizer name and vocabulary size); the corpus content itself is not hashed, so after rewriting a
-    corpus in place delete `out` (or use a new one). A cache hit is memory-mapped, so it costs no RAM up front.
+    limit, tokenizer name and vocabulary size) and on fingerprints of the corpus files (names, sizes, mtimes) and
+    of a local tokenizer's files (content), so a corpus rewritten in place or a retrained tokenizer rebuilds it.
+    A cache hit is memory-mapped, so it costs no RAM up front.
     """
     _check_loss_on(loss_on)
     settings = _settings(path, tokenizer, seq_len, loss_on, text_column, limit)
@@ -226,10 +230,16 @@ def _settings(path, tokenizer, seq_len: int, loss_on: str, text_column: str, lim
         "limit": limit,
         "tokenizer": tokenizer.name_or_path,
         "vocab_size": len(tokenizer),
+        # what the files hold, not only their names: a corpus rewritten in place (a rerun budget stage) or a
+        # tokenizer retrained into the same folder must not reuse the old packed tokens
+        "corpus_fingerprint": (path_fingerprint(str(path)) or {}).get("digest"),
+        "tokenizer_fingerprint": content_digest(tokenizer.name_or_path) if Path(tokenizer.name_or_path).is_dir()
+        else None,
     }
 
 
 def _load_cached(out: Path, settings: dict) -> Packed | None:
+    atomic.settle_dir(out)  # a save a kill interrupted: back to the previous cache, or on to the new one
     try:
         saved = json.loads((out / "stats.json").read_text(encoding="utf-8"))
         if saved.get("settings") != settings:
@@ -243,15 +253,28 @@ def _load_cached(out: Path, settings: dict) -> Packed | None:
     return Packed(input_ids, labels, saved["stats"])
 
 
+CACHE_FILES = ("input_ids.npy", "labels.npy", "stats.json")
+
+
+def _check_own_folder(out: Path) -> None:
+    """The cache replaces its folder whole, so it must not share it with anything else (a mistyped `data_dir`);
+    temporary files an interrupted save left (`.NAME.tmp`) are its own."""
+    if not out.is_dir():
+        return
+    others = sorted(p.name for p in out.iterdir()
+                    if p.name not in CACHE_FILES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if others:
+        raise ValueError(f"the packed-data folder {out} holds other files ({', '.join(others[:3])}): "
+                         f"give the cache a folder of its own")
+
+
 def _save(out: Path, packed: Packed, settings: dict) -> None:
-    """Each file is written to a temporary name and renamed; stats.json comes last, so an interrupted save never
-    looks like a valid cache."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, array in (("input_ids.npy", packed.input_ids), ("labels.npy", packed.labels)):
-        tmp = out / f".{name}.tmp"
-        with tmp.open("wb") as f:
-            np.save(f, array)
-        os.replace(tmp, out / name)
-    tmp = out / ".stats.json.tmp"
-    tmp.write_text(json.dumps({"settings": settings, "stats": packed.stats}, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "stats.json")
+    """The arrays and their stats are written together into a fresh folder that then replaces `out` whole
+    (`atomic.staged_dir`): saved file by file, a kill could leave new token arrays next to old stats, a cache that
+    looks valid for the old settings but holds the new data."""
+    _check_own_folder(out)
+    with atomic.staged_dir(out) as tmp:
+        np.save(tmp / "input_ids.npy", packed.input_ids)
+        np.save(tmp / "labels.npy", packed.labels)
+        (tmp / "stats.json").write_text(json.dumps({"settings": settings, "stats": packed.stats}, indent=2),
+                                        encoding="utf-8")

@@ -8,19 +8,26 @@ Why each piece:
 * **Data order** is a seeded permutation per epoch: the data position (epoch, row) is two integers, so a resumed
   run reads exactly the rows the uninterrupted run would have.
 * **Checkpoints** are a Hugging Face model directory (`save_pretrained` + tokenizer) plus `trainer_state.pt`
-  (optimizer, step, data position, RNG states, loss log); rerunning the same command resumes from it.
+  (optimizer, step, data position, RNG states, loss log); rerunning the same command resumes from it. Each is
+  written whole into a temporary folder and swapped in (`atomic.replace_dir`), so a kill at any instant leaves the
+  previous checkpoint or the new one, never neither.
 * **Multi-GPU**: under `torchrun` (WORLD_SIZE > 1) each rank takes its share of every step's rows (the token
   budget counts all ranks) and the model is either replicated (`parallel: ddp`) or sharded with FSDP2's
   `fully_shard` per decoder layer (`parallel: fsdp`: weights, gradients and optimizer state split across ranks, for
   models whose training state does not fit one GPU). Both give the single-process run's losses, step for step.
+  Every rank runs the same number of micro-batches of the same size, even on a last step cut by the budget (a
+  rank short of rows runs padding rows that have no targets): DDP and FSDP need every rank in every collective.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fineinstructions import atomic
 from fineinstructions.config import option
 
 
@@ -101,8 +109,28 @@ def init_distributed() -> tuple[int, int]:
     """(rank, world size); joins the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # rank 0 may train the tokenizer and pack a large corpus while the others wait at a barrier: allow hours,
+        # not the backends' default 10-30 minutes
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                             timeout=datetime.timedelta(hours=3))
     return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+@contextmanager
+def distributed() -> Iterator[tuple[int, int]]:
+    """(rank, world size) for the block; under torchrun the outermost block joins the process group and, when it
+    ends without an error, leaves it: a barrier (no rank exits while another is still in a collective or writing
+    a checkpoint), then `destroy_process_group`, which joins gloo's worker threads while Python is still alive.
+    Exiting without it lets a worker thread drop the last collective's tensors during interpreter shutdown, which
+    aborts the process ("terminate called without an active exception", SIGABRT) -- rarely when idle, often under
+    load. After an error the group is left alone: the other ranks may be stuck in a collective, torchrun stops them.
+    """
+    owner = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized()
+    rank, world = init_distributed()
+    yield rank, world
+    if owner:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _bf16(precision: str, device: torch.device) -> bool:
@@ -162,14 +190,25 @@ def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: Tra
     `stop_after_steps` ends this invocation early with a checkpoint (a job with a time limit); running again
     continues exactly where it stopped. Returns the run summary (also in `out_dir/train_summary.json`).
     """
+    with distributed():
+        return _train(model, tokenizer, input_ids, labels, opts, Path(out_dir), progress, stop_after_steps)
+
+
+def training_device() -> torch.device:
+    """This process's accelerator (`cuda:LOCAL_RANK` under torchrun) when there is one, else the CPU; evaluation
+    uses the same rule, so a model is scored where it was trained."""
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
+
+
+def _train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: TrainOptions, out: Path,
+           progress: bool, stop_after_steps: int | None) -> dict[str, Any]:
     from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar (ours) per run, not one per checkpoint write
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = init_distributed()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     model.to(device)
     use_bf16 = _bf16(opts.precision, device)
     fsdp = world > 1 and opts.parallel == "fsdp"
@@ -178,8 +217,7 @@ def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: Tra
     total_steps = math.ceil(opts.max_tokens / (rows_per_step * seq_len))
     stream = RowStream(len(input_ids), opts.seed)
     step, tokens, log = 0, 0, []
-    state_path = out / "checkpoint" / "trainer_state.pt"
-    state = torch.load(state_path, weights_only=False) if state_path.is_file() else None
+    state = _load_checkpoint(out / "checkpoint", rank, world)
     if state:  # weights go in before wrapping: every rank loads the full checkpoint, then shards or replicates it
         from transformers import AutoModelForCausalLM
 
@@ -199,19 +237,15 @@ def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: Tra
         weights, optim_state = _full_state(model, optim, fsdp)  # a collective under FSDP: every rank calls it
         if rank != 0:
             return
-        tmp = where.with_name(where.name + ".tmp")
-        model.save_pretrained(tmp, state_dict=weights)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if where.name == "checkpoint":
-            torch.save({"optimizer": optim_state, "step": step, "tokens": tokens, "log": log,
-                        "data": stream.state(), "options": asdict(opts),
-                        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}}, tmp / "trainer_state.pt")
-        if where.exists():
-            import shutil
-
-            shutil.rmtree(where)
-        tmp.rename(where)
+        with atomic.staged_dir(where) as tmp:  # complete before it replaces the previous one
+            model.save_pretrained(tmp, state_dict=weights)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            if where.name == "checkpoint":
+                torch.save({"optimizer": optim_state, "step": step, "tokens": tokens, "log": log,
+                            "data": stream.state(), "options": asdict(opts),
+                            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}},
+                           tmp / "trainer_state.pt")
 
     bar = tqdm(total=opts.max_tokens, initial=tokens, unit="tok", unit_scale=True, disable=not progress or rank != 0,
                desc=f"🏋️ train {opts.preset}", dynamic_ncols=True)
@@ -220,16 +254,10 @@ def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: Tra
     while tokens < opts.max_tokens:
         for group in optim.param_groups:
             group["lr"] = lr_at(step, total_steps, opts)
-        rows = stream.take(rows_per_step)
-        # the exact budget: cut the step's rows (and the last row's length) to what is left
-        left = opts.max_tokens - tokens
-        n_full, rest = divmod(min(left, len(rows) * seq_len), seq_len)
-        batch_ids = torch.from_numpy(np.asarray(input_ids[rows[:n_full + (rest > 0)]], dtype=np.int64))
-        batch_labels = torch.from_numpy(np.asarray(labels[rows[:n_full + (rest > 0)]], dtype=np.int64))
-        if rest:
-            batch_ids, batch_labels = _cut_last_row(batch_ids, batch_labels, rest)
-        mine_ids, mine_labels = batch_ids[rank::world], batch_labels[rank::world]
+        batch_ids, batch_labels, step_tokens = _budgeted(input_ids, labels, stream.take(rows_per_step),
+                                                         opts.max_tokens - tokens)
         targets = int((batch_labels[:, 1:] != -100).sum())  # of the whole step, all ranks: the loss denominator
+        mine_ids, mine_labels = _rank_share(batch_ids, batch_labels, rank, world)
         loss_sum = 0.0
         micro = max(1, math.ceil(len(mine_ids) / opts.grad_accum))
         for i in range(0, len(mine_ids), micro):
@@ -244,7 +272,6 @@ def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: Tra
             torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip)
         optim.step()
         optim.zero_grad(set_to_none=True)
-        step_tokens = int(batch_ids.numel()) if not rest else (n_full * seq_len + rest)
         tokens += step_tokens
         step += 1
         bar.update(step_tokens)
@@ -269,11 +296,52 @@ def train(model, tokenizer, input_ids: np.ndarray, labels: np.ndarray, opts: Tra
         save(out / "model")
     summary = {"steps": step, "tokens": tokens, "finished": tokens >= opts.max_tokens, "final_loss": log[-1]["loss"] if log else None,
                "tokens_per_s": round((tokens - start_tokens) / max(1e-9, elapsed), 1), "seconds": round(elapsed, 1),
-               "options": asdict(opts), "world_size": world}
+               "options": asdict(opts), "world_size": world, "device": str(device)}
     if rank == 0:
-        (out / "loss.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        atomic.write_text(out / "loss.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        atomic.write_json(out / "train_summary.json", summary)
     return summary
+
+
+def _load_checkpoint(where: Path, rank: int, world: int) -> dict | None:
+    """The trainer state of `where`, or None. Rank 0 first settles a checkpoint swap a kill interrupted (the
+    previous checkpoint comes back if the new one never arrived) while the other ranks wait, then all read it."""
+    if rank == 0:
+        atomic.settle_dir(where)
+    if world > 1:
+        torch.distributed.barrier()
+    state_path = where / "trainer_state.pt"
+    return torch.load(state_path, weights_only=False) if state_path.is_file() else None
+
+
+def _budgeted(input_ids: np.ndarray, labels: np.ndarray, rows: np.ndarray,
+              left: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(ids, labels, token count) of a step's rows cut to the `left` tokens of the budget: whole rows, then the
+    first positions of one more row (see `_cut_last_row`)."""
+    seq_len = input_ids.shape[1]
+    n_full, rest = divmod(min(left, len(rows) * seq_len), seq_len)
+    take = rows[:n_full + (rest > 0)]
+    ids = torch.from_numpy(np.asarray(input_ids[take], dtype=np.int64))
+    lab = torch.from_numpy(np.asarray(labels[take], dtype=np.int64))
+    if rest:
+        ids, lab = _cut_last_row(ids, lab, rest)
+    return ids, lab, n_full * seq_len + rest
+
+
+def _rank_share(ids: torch.Tensor, labels: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows of a step (every `world`-th), padded to the largest rank's share.
+
+    On a last step cut by the budget the rows may not divide by the ranks; a rank with fewer rows (or none) would
+    run fewer forward/backward passes and leave the others waiting in a collective forever. A padding row (a copy
+    of the step's first row, every label -100) adds exactly nothing to the loss sum, the target count or the
+    gradients, so every rank runs the same passes and the result is the unpadded one."""
+    share = -(-len(ids) // world)
+    mine_ids, mine_labels = ids[rank::world], labels[rank::world]
+    short = share - len(mine_ids)
+    if short:
+        mine_ids = torch.cat([mine_ids, ids[:1].expand(short, -1)])
+        mine_labels = torch.cat([mine_labels, torch.full((short, labels.shape[1]), -100, dtype=labels.dtype)])
+    return mine_ids, mine_labels
 
 
 def _cut_last_row(ids: torch.Tensor, labels: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,8 @@ optionally judge it head to head against a second model.
     DIR/metrics.json        n, answer NLL per token, bits per byte, exact match, token F1 (see evaluate/scoring.py)
     DIR/predictions.jsonl   query, reference answers, the model's greedy answer
     DIR/against/            the same for `--against MODEL`, when given
-    DIR/pairwise.json       the LLM judge's position-swapped win rate of MODEL over AGAINST (evaluate/pairwise.py)
+    DIR/pairwise.json       the LLM judge's position-swapped win rate of MODEL over AGAINST, with the judgements it
+                            could not read counted apart (`unreadable`, `unreadable_rate`; evaluate/pairwise.py)
 
 Every model is asked with the same prompt (`Instruction: {q}\\n\\nAnswer:`) on the same seeded sample of questions,
 so two evaluations of different checkpoints compare directly.
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fineinstructions import atomic
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.llm import LLMConfig
 
-SCORES = ("n", "nll_per_token", "bits_per_byte", "exact_match", "f1")
+SCORES = ("device", "n", "nll_per_token", "bits_per_byte", "exact_match", "f1")
 
 
 @dataclass
@@ -32,20 +34,18 @@ class EvaluateConfig:
     limit: int = option(200, "questions scored (a seeded sample, the same for every model)")
     seed: int = option(0, "seed of the question sample")
     max_new_tokens: int = option(32, "tokens generated per answer")
-    device: str = option("auto", "cpu | cuda | auto")
+    device: str = option("auto", "auto (the GPU when there is one, as in training) | cpu | cuda")
     against: str | None = option(None, "a second checkpoint: evaluate it too and judge the two head to head")
     pairwise_limit: int = option(100, "questions the LLM judge compares (the first of the sample)")
     judge: LLMConfig = option(factory=LLMConfig)
 
 
 def write_predictions(metrics: dict[str, Any], folder: Path) -> None:
-    """metrics.json (scores only) and predictions.jsonl (one line per question) in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps({"model": metrics["model"],
-                                                     **{k: metrics[k] for k in SCORES}}, indent=2))
-    with (folder / "predictions.jsonl").open("w", encoding="utf-8") as f:
-        for row, prediction in zip(metrics["rows"], metrics["predictions"]):
-            f.write(json.dumps({"query": row["query"], "answers": row["answers"], "prediction": prediction}) + "\n")
+    """metrics.json (scores only) and predictions.jsonl (one line per question) in `folder`, each written whole."""
+    atomic.write_json(folder / "metrics.json", {"model": metrics["model"], **{k: metrics[k] for k in SCORES}})
+    atomic.write_text(folder / "predictions.jsonl", "".join(
+        json.dumps({"query": row["query"], "answers": row["answers"], "prediction": prediction}) + "\n"
+        for row, prediction in zip(metrics["rows"], metrics["predictions"])))
 
 
 def judge_backend(judge: LLMConfig):
@@ -65,14 +65,6 @@ def head_to_head(judge: LLMConfig, backend, queries: list[str], answers_a: list[
     return {**result, "judge": {"backend": judge.backend, "model": judge.model or "default"}}
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def run(cfg: EvaluateConfig) -> dict[str, Any]:
     from fineinstructions.evaluate.scoring import evaluate_model
 
@@ -85,7 +77,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
             continue
         try:
             metrics = evaluate_model(model, cfg.qa, limit=cfg.limit, seed=cfg.seed,
-                                     max_new_tokens=cfg.max_new_tokens, device=_device(cfg.device))
+                                     max_new_tokens=cfg.max_new_tokens, device=cfg.device)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot evaluate {model}: {e}") from e
         write_predictions(metrics, folder)
@@ -100,6 +92,6 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
                                     results["model"]["predictions"][:k], results["against"]["predictions"][:k])
         finally:
             backend.close()
-        (out / "pairwise.json").write_text(json.dumps(pairwise, indent=2))
+        atomic.write_json(out / "pairwise.json", pairwise)
         summary["pairwise"] = pairwise
     return summary

@@ -8,12 +8,13 @@ or any parquet/jsonl with `text`), with an exact token budget.
 Default loss: every token (`--loss-on all`). The paper does not say whether its instruction arm masks the
 instruction; training on every token is what "pre-training on the pairs" means literally, keeps the two arms'
 objectives identical (next-token prediction on every token of their corpus) and uses every budgeted token.
-`--loss-on answer` trains on answer tokens only.
+`--loss-on answer` trains on answer tokens only; a corpus without any `\n\nAnswer:` marker (standard documents,
+most WRAP text) has nothing to train on under it and is refused, and documents without the marker are warned about.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fineinstructions import atomic
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.pretrain.loop import TrainOptions
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # an experiment trains each corpus once per seed: one warning per corpus, not per seed
 
 
 @dataclass
@@ -70,29 +75,53 @@ def rank_zero_first() -> Iterator[None]:
         torch.distributed.barrier()
 
 
+def packed_data(cfg: PretrainConfig, tokenizer):
+    """The corpus packed for training (cached in `data_dir`), refused when it has nothing to train on: a corpus
+    with zero loss targets would "train" on nothing and report a loss of 0."""
+    from fineinstructions.pretrain.data import ANSWER_MARKER, build_dataset
+
+    try:
+        data = build_dataset(cfg.input, tokenizer, cfg.seq_len, cfg.loss_on, cfg.text_column, cfg.limit,
+                             out=Path(cfg.data_dir) if cfg.data_dir else Path(cfg.output) / "data")
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from e
+    stats = data.stats
+    if not stats["tokens"]:
+        raise UserError(f"no text to train on in {cfg.input}")
+    if not stats["target_tokens"]:
+        raise UserError(f"{cfg.input}: no token to train on under --loss-on {cfg.loss_on}: none of its "
+                        f"{stats['documents']:,} documents contains the answer marker {ANSWER_MARKER!r}; "
+                        f"train on every token with --loss-on all")
+    if stats["documents_without_targets"]:
+        _warn_once(f"{stats['documents_without_targets']:,} of {stats['documents']:,} documents in {cfg.input} "
+                   f"have no {ANSWER_MARKER!r} marker: under --loss-on {cfg.loss_on} they use up budget "
+                   f"tokens but train nothing")
+    return data
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned and int(os.environ.get("RANK", "0")) == 0:
+        _warned.add(message)
+        log.warning("warning: %s", message)
+
+
 def run(cfg: PretrainConfig, tokenizer=None) -> dict[str, Any]:
     """Pack the corpus and train; `tokenizer` lets an experiment share one tokenizer between its arms."""
-    from fineinstructions.pretrain.data import build_dataset
-    from fineinstructions.pretrain.loop import train
+    from fineinstructions.pretrain.loop import distributed, train
     from fineinstructions.pretrain.model import build_model, count_parameters
 
     if not cfg.input or not cfg.output:
         raise UserError("pretrain needs --input (a corpus) and --output DIR")
     out = Path(cfg.output)
-    with rank_zero_first():  # under torchrun one process trains the tokenizer and packs; the others reuse them
-        tok = tokenizer or tokenizer_for(cfg, [cfg.input], out / "tokenizer")
-        try:
-            data = build_dataset(cfg.input, tok, cfg.seq_len, cfg.loss_on, cfg.text_column, cfg.limit,
-                                 out=Path(cfg.data_dir) if cfg.data_dir else out / "data")
-        except (FileNotFoundError, ValueError) as e:
-            raise UserError(str(e)) from e
-    if len(data.input_ids) == 0:
-        raise UserError(f"no text to train on in {cfg.input}")
-    model = build_model(cfg.preset, len(tok), cfg.seq_len, seed=cfg.seed, eos_id=tok.eos_token_id,
-                        pad_id=tok.pad_token_id)
-    options = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
-    summary = train(model, tok, data.input_ids, data.labels, options, out, progress=cfg.progress)
-    summary.update(parameters=count_parameters(model), data=data.stats, corpus=cfg.input)
-    if int(os.environ.get("RANK", "0")) == 0:
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    with distributed() as (rank, _):  # under torchrun: one process group for the whole command, left cleanly
+        with rank_zero_first():  # one process trains the tokenizer and packs; the others reuse its files
+            tok = tokenizer or tokenizer_for(cfg, [cfg.input], out / "tokenizer")
+            data = packed_data(cfg, tok)
+        model = build_model(cfg.preset, len(tok), cfg.seq_len, seed=cfg.seed, eos_id=tok.eos_token_id,
+                            pad_id=tok.pad_token_id)
+        options = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
+        summary = train(model, tok, data.input_ids, data.labels, options, out, progress=cfg.progress)
+        summary.update(parameters=count_parameters(model), data=data.stats, corpus=cfg.input)
+        if rank == 0:
+            atomic.write_json(out / "train_summary.json", summary, default=str)
     return summary
