@@ -112,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     previous = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
     rows = [r for r in previous if r["stage"] not in args.stages or r["split"] != args.split]
-    local = LLMConfig(cache=False)
+    local = LLMConfig(cache=False, adapter="none")  # the prompted model, not a shipped student
     for stage in args.stages:
         for fmt in FORMATS[stage]:
             for best_of in BEST_OF[stage]:

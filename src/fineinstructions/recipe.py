@@ -16,8 +16,8 @@ from typing import Any
 from fineinstructions.config import build, merge
 from fineinstructions.errors import UserError
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.stages import (budget, decontaminate, distill, evaluate, index, instantiate, judge, match, near_dedup,
-                                     pretrain, queries, released_bank, rephrase, scrub, templatize)
+from fineinstructions.stages import (budget, decontaminate, distill, distill_augment, evaluate, index, instantiate, judge,
+                                     match, near_dedup, pretrain, queries, released_bank, rephrase, scrub, templatize)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,8 @@ COMMANDS: list[StageSpec] = [
               "score a checkpoint on held-out questions (answer NLL, EM, F1); judge it against another model"),
     StageSpec("distill", distill.DistillConfig, distill.run,
               "train a small student for one LLM stage on teacher data (LoRA or full), best dev epoch kept"),
+    StageSpec("distill-augment", distill_augment.DistillAugmentConfig, distill_augment.run,
+              "more teacher data for a student: rejection-sampled candidates that pass the stage's validators"),
 ]
 
 

@@ -27,7 +27,7 @@ class LLMConfig:
     concurrency: int = 16  # openai backend: requests in flight
     timeout: float = 120.0  # openai backend: seconds per request
     max_retries: int = 5  # openai backend
-    server_command: str | None = None  # serve backend: vllm (default) | sglang | llama-server | a command line
+    server_command: str | None = None  # serve backend: vllm (default) | sglang | llama-server | transformers | a command line
     server_args: str = ""  # serve backend: extra server arguments, e.g. "--tensor-parallel-size 2 --max-model-len 8192"
     server_timeout: float = 900.0  # serve backend: seconds to wait for the server to load the model
     server_log_dir: str | None = None  # serve backend: server logs (default: ~/.cache/fineinstructions/servers)

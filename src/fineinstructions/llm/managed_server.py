@@ -38,6 +38,8 @@ PRESETS: dict[str, list[str]] = {
     "sglang": [sys.executable, "-m", "sglang.launch_server", "--model-path", "{model}", "--host", "{host}",
                "--port", "{port}"],
     "llama-server": ["llama-server", "--model", "{model}", "--host", "{host}", "--port", "{port}"],
+    # Hugging Face's own OpenAI-compatible server (pip install 'transformers[serving]'); runs on CPUs too
+    "transformers": ["transformers", "serve", "{model}", "--host", "{host}", "--port", "{port}"],
 }
 
 _GUARD = Path(__file__).with_name("orphan_guard.py")
