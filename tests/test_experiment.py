@@ -47,8 +47,12 @@ def test_experiment_end_to_end_tiny(tmp_path):
     qa.write_text("".join(json.dumps({"query": f"what is the capital of {c}", "answers": [city]}) + "\n"
                           for city, c in FACTS))
     out = tmp_path / "exp"
+    from fineinstructions.evaluate.harness import qa_task
+
+    tasks = qa_task(qa, tmp_path / "tasks")  # a local lm-evaluation-harness task: the same questions
     with serving(model) as stub:
         cfg = load_config({
+            "lm_eval_tasks": ["fineinstructions_qa"], "lm_eval_include": str(tasks),
             "run": str(fake_run(tmp_path / "run")), "seeds": [0, 1], "vocab_size": 320, "qa": str(qa),
             "eval_limit": 5, "max_new_tokens": 4, "progress": False, "pairwise": True, "judge": vars(stub_llm(stub)),
             "train": {"preset": "tiny", "seq_len": 32, "batch_size": 2, "max_tokens": 320, "warmup_steps": 1},
@@ -61,6 +65,12 @@ def test_experiment_end_to_end_tiny(tmp_path):
                      "--against", str(out / "arms/standard/seed0/model"), "--judge-backend", "openai",
                      "--judge-base-url", stub.url, "--judge-model", "stub"]) == 0
     assert set(results["arms"]) == {"standard", "fineinstructions", "wrap"}
+    harness = "lm_eval:fineinstructions_qa/perplexity"  # the harness's metric, mean ± std over seeds like ours
+    for arm, rs in results["runs"].items():
+        assert all(r[harness] > 1 for r in rs) and results["arms"][arm][harness][0] == pytest.approx(
+            sum(r[harness] for r in rs) / 2)
+    assert "fineinstructions_qa/perplexity" in (out / "results.md").read_text()
+    assert (out / "arms" / "wrap" / "seed0" / "eval" / "lm_eval.json").is_file()
     for arm, runs in results["runs"].items():
         assert [r["seed"] for r in runs] == [0, 1] and all(r["tokens"] == 320 for r in runs)  # equal budgets
         for k in ("nll_per_token", "bits_per_byte", "exact_match", "f1", "final_loss"):

@@ -71,6 +71,11 @@ class ExperimentConfig:
     judge: LLMConfig = option(factory=LLMConfig)
     train: TrainOptions = option(factory=TrainOptions)
     wrap: WrapOptions = option(factory=WrapOptions)
+    lm_eval_tasks: list[str] = field(default_factory=list, metadata={
+        "help": "lm-evaluation-harness tasks scored on every model too (e.g. [hellaswag, arc_easy]; their datasets "
+                "must be reachable), each task's main metric added to the results table, mean ± std over seeds"})
+    lm_eval_include: str | None = option(None, "a folder of extra lm-evaluation-harness task YAMLs (your own tasks)")
+    lm_eval_limit: int | None = option(None, "examples per harness task (default: all)")
     device: str = option("auto", "evaluation device: auto (where the models train: the GPU when there is one, else "
                                  "the CPU) | cpu | cuda")
     progress: bool = option(True, "progress bars")
@@ -156,12 +161,13 @@ def run_experiment(cfg: ExperimentConfig, output: str) -> dict[str, Any]:
             metrics = evaluate_model(where / "model", cfg.qa, limit=cfg.eval_limit, seed=0,
                                      max_new_tokens=cfg.max_new_tokens, device=device)
             write_predictions(metrics, where / "eval")
+            harness = _harness(cfg, where, device)
             log_rows = [json.loads(line) for line in (where / "loss.jsonl").open()]
             runs[arm].append({"seed": seed, "final_loss": trained["final_loss"], "tokens": trained["tokens"],
                               "corpus_tokens": trained["data"]["tokens"], "loss_curve": log_rows,
                               "train_device": trained["device"], "eval_device": metrics["device"],
                               **{k: metrics[k] for k in ("nll_per_token", "bits_per_byte", "exact_match", "f1")},
-                              "examples": metrics["examples"], "predictions": metrics["predictions"],
+                              **harness, "examples": metrics["examples"], "predictions": metrics["predictions"],
                               "queries": [row["query"] for row in metrics["rows"]]})
         training[arm].update(training_tokens=runs[arm][0]["tokens"],
                              epochs=runs[arm][0]["tokens"] / training[arm]["corpus_tokens"])
@@ -207,9 +213,30 @@ def _pack_arms(arm_configs: dict[str, Any], tokenizer) -> dict[str, dict[str, An
     return training
 
 
+HARNESS = "lm_eval:"  # prefix of the harness metrics in a run's results
+
+
+def _harness(cfg: ExperimentConfig, where: Path, device: str) -> dict[str, float]:
+    """The configured lm-evaluation-harness tasks on one model: {"lm_eval:TASK/METRIC": value}; the full harness
+    output goes to `eval/lm_eval.json`."""
+    if not cfg.lm_eval_tasks:
+        return {}
+    from fineinstructions.evaluate.harness import main_metrics, run_tasks
+
+    results = run_tasks(where / "model", cfg.lm_eval_tasks, include=cfg.lm_eval_include, limit=cfg.lm_eval_limit,
+                        device=device)
+    atomic.write_json(where / "eval" / "lm_eval.json", {k: results.get(k) for k in ("results", "versions",
+                                                                                    "n-samples")}, default=str)
+    return {HARNESS + k: v for k, v in main_metrics(results).items()}
+
+
+def _metric_names(rs: list[dict[str, Any]]) -> list[str]:
+    return list(METRICS) + sorted({k for r in rs for k in r if k.startswith(HARNESS)})
+
+
 def _summarise(rs: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     """Mean ± std over seeds of each metric the runs have (a win rate is None when no judgement was readable)."""
-    values = {m: [r[m] for r in rs if r.get(m) is not None] for m in METRICS}
+    values = {m: [r[m] for r in rs if r.get(m) is not None] for m in _metric_names(rs)}
     return {m: mean_std(v) for m, v in values.items() if v}
 
 
@@ -251,11 +278,12 @@ def results_table(results: dict[str, Any]) -> str:
     columns appear when arms were judged; warnings (an arm repeating its corpus) follow the table."""
     any_runs = next(iter(results["runs"].values()))
     judged = any("judge_unreadable_rate" in m for m in results["arms"].values())
-    metrics = [m for m in METRICS if judged or m not in ("win_rate_vs_standard", "judge_unreadable_rate")]
+    metrics = [m for m in _metric_names([r for rs in results["runs"].values() for r in rs])
+               if judged or m not in ("win_rate_vs_standard", "judge_unreadable_rate")]
     lines = [(f"Seeds {results['seeds']}; {any_runs[0]['tokens']:,} training tokens per model; "
               f"{results['eval_limit']} questions from {Path(results['qa']).name}."), "",
              "| arm | loss on | corpus tokens | target tokens | epochs | "
-             + " | ".join(COLUMNS[m] for m in metrics) + " |",
+             + " | ".join(COLUMNS.get(m, m.removeprefix(HARNESS)) for m in metrics) + " |",
              "|---|---|---:|---:|---:|" + "---:|" * len(metrics)]
     for arm, m in results["arms"].items():
         t = results["training"][arm]
