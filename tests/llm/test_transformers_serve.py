@@ -134,7 +134,7 @@ def test_a_server_killed_mid_stage_stops_it_and_the_rerun_resends_only_the_missi
         time.sleep(0.2)
     log = next((out / "logs" / "servers").glob("*.log"))
     port = log.read_text().split("--port ", 1)[1].split()[0]
-    subprocess.run(["pkill", "-KILL", "-f", f"--port {port}"], check=False)
+    subprocess.run(["pkill", "-KILL", "-f", "--", f"--port {port}"], check=False)
     _, err = stage.communicate(timeout=300)
     assert stage.returncode != 0 and "server exited" in err and "$ " in err  # the reason and the log's tail
     with sqlite3.connect(cache) as db:

@@ -3,7 +3,8 @@
 Two uses: `experiment`'s `lm_eval_tasks:` puts standard benchmarks (HellaSwag, ARC, ...) in the same results table
 (needs the tasks' datasets, i.e. a network or a filled HF cache), and `qa_task` writes our held-out QA file as a
 harness task, so the harness's answer log-likelihoods can be checked against `evaluate`'s answer NLL: same prompt
-(`Instruction: {query}\\n\\nAnswer:`), same continuation (" " + the first answer), same rows (`load_qa`'s sample).
+(`Instruction: {query}\\n\\nAnswer:`), same continuation (" " + the first answer), same rows (`load_qa`'s sample). The space is part of the target,
+not the task's `target_delimiter`: lm-eval 0.4.13 no longer applies the delimiter to `loglikelihood` tasks.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ dataset_kwargs:
 test_split: test
 output_type: loglikelihood
 doc_to_text: "Instruction: {{{{query}}}}\\n\\nAnswer:"
-doc_to_target: "{{{{answers[0]}}}}"
-target_delimiter: " "
+doc_to_target: " {{{{answers[0]}}}}"
+target_delimiter: ""
 metric_list:
   - metric: perplexity
     aggregation: perplexity
@@ -71,9 +72,9 @@ def main_metrics(results: dict[str, Any]) -> dict[str, float]:
     """One number per task: its first reported metric (acc_norm, acc, ...), e.g. {"hellaswag/acc_norm": 0.27}."""
     out = {}
     for task, metrics in results.get("results", {}).items():
-        for key, value in metrics.items():
+        for key, value in metrics.items():  # metrics are "name,filter"; bookkeeping like sample_len has no comma
             name = key.split(",")[0]
-            if isinstance(value, (int, float)) and not name.endswith("_stderr") and name != "alias":
+            if "," in key and isinstance(value, (int, float)) and not name.endswith("_stderr"):
                 out[f"{task}/{name}"] = float(value)
                 break
     return out

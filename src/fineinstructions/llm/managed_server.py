@@ -70,8 +70,11 @@ def server_argv(command: str | Sequence[str] | None, model: str, args: str = "",
 
 
 def check_command(argv: Sequence[str]) -> str:
-    """The server executable's full path; a FileNotFoundError that says how to get it when it is missing."""
-    found = shutil.which(argv[0])
+    """The server executable's full path; a FileNotFoundError that says how to get it when it is missing.
+
+    Also looks next to this Python: `vllm` or `transformers` installed into the same virtual environment must be
+    found when that environment is used without being activated (`.venv/bin/python -m fineinstructions ...`)."""
+    found = shutil.which(argv[0]) or shutil.which(argv[0], path=str(Path(sys.executable).parent))
     if found is None:
         hint = "pip install 'fineinstructions[vllm]'" if argv[0] == "vllm" else "install it"
         raise FileNotFoundError(f"server command {argv[0]!r} not found on PATH: {hint}, or set llm.server_command")
@@ -126,7 +129,7 @@ class ManagedServer:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> "ManagedServer":
-        check_command(self.argv)
+        self.argv = [check_command(self.argv), *self.argv[1:]]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.write_text("")
         for attempt in range(1, self.start_attempts + 1):
