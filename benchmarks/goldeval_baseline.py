@@ -3,6 +3,10 @@ scored by `goldeval` on the gold TEST split, plus the OpenAI-compatible backend 
 (`transformers serve` serving the same embedded model) to show the HTTP path scores like the in-process one.
 
     python benchmarks/goldeval_baseline.py [--split test] [--stages templatize instantiate judge] [--no-serve]
+                                           [--sample N]
+
+--sample N scores N rows spread evenly over the split (the files are grouped by source / document type, so the
+first N rows would be one source): the same rows for every configuration, so the table still ranks them.
 
 Request cache off, so wall times are real. Writes benchmarks/results/goldeval_baseline.json (merged with earlier
 runs of other stages) and prints the markdown table the README shows. Hours of CPU on 2 cores.
@@ -21,6 +25,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from fineinstructions import atomic
 from fineinstructions.gold.evaluate import DEFINITIONS, goldeval
 from fineinstructions.llm import LLMConfig
 from fineinstructions.recipe import BY_NAME
@@ -42,11 +47,22 @@ def config(stage: str, prompt_format: str, best_of: int, llm: LLMConfig, out: st
     return BY_NAME[stage].config(**fields)
 
 
-def run_one(stage: str, split: str, prompt_format: str, best_of: int, llm: LLMConfig, label: str) -> dict:
+def gold_rows(stage: str, split: str, sample: int | None, folder: Path) -> Path:
+    """The split's gold file, or N of its rows spread evenly (every len/N-th row, in file order)."""
+    path = ROOT / "data" / "gold" / split / f"{stage}.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if sample is None or sample >= len(lines):
+        return path
+    picked = folder / f"{stage}-{split}-sample{sample}.jsonl"
+    picked.write_text("".join(lines[i * len(lines) // sample] for i in range(sample)), encoding="utf-8")
+    return picked
+
+
+def run_one(stage: str, gold: Path, split: str, prompt_format: str, best_of: int, llm: LLMConfig,
+            label: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        m = goldeval(stage, config(stage, prompt_format, best_of, llm, out),
-                     str(ROOT / "data" / "gold" / split / f"{stage}.jsonl"), out)
-    row = {"stage": stage, "split": split, "backend": label, "prompt_format": prompt_format, "best_of": best_of,
+        m = goldeval(stage, config(stage, prompt_format, best_of, llm, out), str(gold), out)
+    row = {"stage": stage, "split": split, "gold_file": gold.name, "backend": label, "prompt_format": prompt_format, "best_of": best_of,
            "n": m["n"], **{k: m[k] for k in DEFINITIONS[stage]}, "statuses": m["statuses"],
            "wall_seconds": m["wall_seconds"], "rows_per_second": m["rows_per_second"], "model_id": m["model_id"]}
     print(json.dumps(row), flush=True)
@@ -109,21 +125,27 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--stages", nargs="+", default=list(FORMATS))
     ap.add_argument("--no-serve", action="store_true", help="skip the transformers-serve comparison")
+    ap.add_argument("--sample", type=int, help="N rows of each split, spread evenly (default: all)")
     args = ap.parse_args()
+    samples = Path(tempfile.mkdtemp())
+    gold = {stage: gold_rows(stage, args.split, args.sample, samples) for stage in args.stages}
     previous = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
     rows = [r for r in previous if r["stage"] not in args.stages or r["split"] != args.split]
     local = LLMConfig(cache=False, adapter="none")  # the prompted model, not a shipped student
+
+    def keep(row: dict) -> None:  # saved after every configuration: a kill loses one, not hours
+        rows.append(row)
+        atomic.write_json(RESULTS, {"runs": rows, "machine": f"{os.cpu_count()} CPU cores",
+                                    "when": time.strftime("%Y-%m-%d")})
+
     for stage in args.stages:
         for fmt in FORMATS[stage]:
             for best_of in BEST_OF[stage]:
-                rows.append(run_one(stage, args.split, fmt, best_of, local, "transformers (in-process)"))
+                keep(run_one(stage, gold[stage], args.split, fmt, best_of, local, "transformers (in-process)"))
     if not args.no_serve:
         with transformers_serve() as served:
             for stage in args.stages:
-                rows.append(run_one(stage, args.split, SERVED[stage], 1, served, "openai → transformers serve"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"runs": rows, "machine": f"{os.cpu_count()} CPU cores",
-                                   "when": time.strftime("%Y-%m-%d")}, indent=1))
+                keep(run_one(stage, gold[stage], args.split, SERVED[stage], 1, served, "openai → transformers serve"))
     print(table(rows))
 
 

@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     demo.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="write DIR/report.html")
     demo.set_defaults(func=_run_recipe)
+    students = sub.add_parser("distill-students", help="train every stage's student from one config (the "
+                              "embedded default's: configs/students.yaml)",
+                              description="Distil the templatize, judge and instantiate students of a config in "
+                              "order, with optional rejection-sampling augmentation kept only when it scores better "
+                              "on dev; --ship copies the chosen students into a folder (the package's students/).")
+    students.add_argument("config", help="students config (YAML): shared distill keys + a section per stage")
+    students.add_argument("--output", required=True, help="work folder (one sub-folder per student trained)")
+    students.add_argument("--ship", help="copy the chosen students here (src/fineinstructions/students)")
+    students.set_defaults(func=_run_students)
     gold = sub.add_parser("goldeval", help="score a model + prompt on a gold set of one LLM stage",
                           description="Run an LLM stage's own code path (prompt format, best-of, validators, excerpt "
                           "expansion, score parsing) on a gold file and score it: DIR/metrics.json (the gold "
@@ -149,6 +158,13 @@ def _run_experiment(args: argparse.Namespace) -> None:
     run_experiment(load_config(load_yaml(args.config)), args.output)
     print(open(f"{args.output}/results.md", encoding="utf-8").read())
     print(f"results: {args.output}/results.md, results.json, results.png")
+
+
+def _run_students(args: argparse.Namespace) -> None:
+    from fineinstructions.distill.students import run_students
+
+    chosen = run_students(load_yaml(args.config), args.output, ship=args.ship)
+    print(json.dumps(chosen, indent=2))
 
 
 def _run_export(args: argparse.Namespace) -> None:

@@ -63,10 +63,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
+            self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in self.server.models]})
         elif self.path.rstrip("/") == "/stub/stats":  # the request counter, for tests that run us as a process
             with self.server.lock:
-                stats = {"answered": self.server.answered, "seen": dict(self.server.seen)}
+                stats = {"answered": self.server.answered, "seen": dict(self.server.seen),
+                         "models": dict(Counter(str(r["body"].get("model")) for r in self.server.requests))}
             self._send(200, stats)
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -174,6 +175,7 @@ class StubServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.requests: list[dict[str, Any]] = []
+        self.models = ["stub-model"]  # what /v1/models lists (plus LoRA modules, as vLLM lists them)
         self.seen: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0

@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds every request takes (a slow model)")
     parser.add_argument("--reply", choices=["echo", "template"], default="echo",
                         help="template: answer like the released templatizer, slotting the query's last word")
+    parser.add_argument("--lora-modules", nargs="*", default=[], help="NAME=DIR: also serve these names (vLLM's flag)")
     args = parser.parse_args()
 
     print(f"stub: pid {os.getpid()} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}", flush=True)
@@ -54,6 +55,10 @@ def main() -> None:
         sys.exit(3)
     server = StubServer(args.host, args.port)  # raises "Address already in use" when the port is taken
     server.every_delay = args.delay
+    for module in args.lora_modules:
+        name, folder = module.split("=", 1)
+        assert (Path(folder) / "adapter_config.json").is_file(), f"no adapter in {folder}"
+        server.models.append(name)
     if args.reply == "template":
         server.responder = _template
     if args.die_after is not None:

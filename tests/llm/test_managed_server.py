@@ -167,3 +167,38 @@ def test_server_argv_presets_and_placeholders():
         server_argv("llama-server", "m", revision="r1")
     with pytest.raises(UserError, match="no {revision} placeholder"):
         preflight(LLMConfig(backend="serve", model="m", revision="r1", server_command="llama-server"))
+
+
+def adapter_folder(path: Path, r: int) -> Path:
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(f'{{"peft_type": "LORA", "r": {r}}}')
+    return path
+
+
+def test_an_adapter_becomes_vllms_lora_flags_or_an_adapter_placeholder(tmp_path):
+    small, big = adapter_folder(tmp_path / "a8", 8), adapter_folder(tmp_path / "a48", 48)
+    assert server_argv(None, "org/m", adapter=str(small))[7:] == [
+        "--enable-lora", "--lora-modules", f"adapter={small}", "--max-lora-rank", "16"]  # vLLM's default rank cap
+    assert server_argv("vllm", "org/m", adapter=str(big))[-1] == "64"  # r rounded up to a rank vLLM accepts
+    assert server_argv("my-server {model} --lora {adapter}", "m", adapter="/a") == ["my-server", "m", "--lora", "/a"]
+    with pytest.raises(ValueError, match="cannot load one here"):
+        server_argv("llama-server", "m.gguf", adapter=str(small))
+    with pytest.raises(UserError, match="needs the transformers, vllm or serve backend"):
+        preflight(LLMConfig(backend="openai", model="m", adapter=str(small)))
+    with pytest.raises(UserError, match="not a PEFT adapter folder"):
+        preflight(LLMConfig(backend="vllm", model="m", adapter=str(tmp_path)))
+
+
+def test_the_serve_backend_sends_every_request_to_the_served_adapter(tmp_path):
+    import httpx
+
+    adapter = adapter_folder(tmp_path / "student", 8)
+    backend = start(tmp_path, "--lora-modules", "adapter={adapter}", adapter=str(adapter))
+    try:
+        assert backend.generate([chat("hello"), chat("again")])[0].ok
+        stats = httpx.get(backend.server.url.removesuffix("/v1") + "/stub/stats", timeout=5).json()
+        assert stats["models"] == {"adapter": 2}
+    finally:
+        backend.close()
+    with pytest.raises(ServerError, match="does not serve the adapter"):  # served under another name
+        start(tmp_path, "--lora-modules", "other={adapter}", adapter=str(adapter))

@@ -19,7 +19,8 @@ class LLMConfig:
     backend: str = "transformers"  # transformers | openai | vllm | serve | llamacpp
     model: str | None = None  # hub name, local dir or .gguf; None = embedded default (SmolLM2-135M-Instruct)
     revision: str | None = None  # hub revision; for openai/serve, a user-given label of the served weights
-    #: a PEFT (LoRA) adapter folder applied on top of the model (transformers backend); "auto": the package's
+    #: a PEFT (LoRA) adapter folder applied on top of the model (transformers: merged; vllm: LoRA requests; serve:
+    #: vllm's --enable-lora --lora-modules); "auto": the package's
     #: distilled student of the stage for the embedded default model (none for any other model); "none": no adapter
     adapter: str | None = "auto"
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend only
@@ -45,8 +46,10 @@ def preflight(cfg: LLMConfig) -> None:
     from fineinstructions.errors import UserError
 
     if cfg.adapter not in (None, "auto", "none"):
-        if cfg.backend != "transformers":
-            raise UserError(f"--llm-adapter is supported by the transformers backend (not {cfg.backend!r}) for now")
+        if cfg.backend not in ("transformers", "vllm", "serve"):
+            raise UserError(f"--llm-adapter needs the transformers, vllm or serve backend, not {cfg.backend!r}: "
+                            "an external server loads adapters itself (e.g. vllm serve MODEL --enable-lora "
+                            "--lora-modules NAME=DIR); pass --llm-model NAME")
         if not (Path(cfg.adapter) / "adapter_config.json").is_file():
             raise UserError(f"--llm-adapter {cfg.adapter}: not a PEFT adapter folder (no adapter_config.json)")
     try:
@@ -66,7 +69,9 @@ def preflight(cfg: LLMConfig) -> None:
             from fineinstructions.llm.managed_server import check_command, server_argv
 
             try:
-                check_command(server_argv(cfg.server_command, cfg.model or "", cfg.server_args, cfg.revision))
+                adapter = _adapter(cfg)
+                check_command(server_argv(cfg.server_command, cfg.model or "", cfg.server_args, cfg.revision,
+                                          adapter))
             except ValueError as e:
                 raise UserError(str(e)) from e
 
@@ -97,6 +102,11 @@ def resolve_adapter(cfg: LLMConfig, stage: str) -> LLMConfig:
     return cfg
 
 
+def _adapter(cfg: LLMConfig) -> str | None:
+    """The adapter folder to load, if any ("auto" is resolved per stage by `resolve_adapter` before this)."""
+    return None if cfg.adapter in (None, "", "auto", "none") else cfg.adapter
+
+
 def make_backend(cfg: LLMConfig) -> LLMBackend:
     """Build the configured backend, wrapped in the request cache unless disabled."""
     if cfg.backend == "transformers":
@@ -104,7 +114,7 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
 
         backend: LLMBackend = TransformersBackend(
             cfg.model, revision=cfg.revision, batch_size=cfg.batch_size, num_threads=cfg.num_threads,
-            adapter=None if cfg.adapter in ("auto", "none") else cfg.adapter, **cfg.extra
+            adapter=_adapter(cfg), **cfg.extra
         )
     elif cfg.backend == "openai":
         from fineinstructions.llm.openai_server import OpenAIServerBackend
@@ -121,7 +131,7 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
 
         if not cfg.model:
             raise ValueError("the vllm backend needs --llm-model (a hub name or local directory)")
-        backend = VLLMBackend(cfg.model, revision=cfg.revision, **cfg.extra)
+        backend = VLLMBackend(cfg.model, revision=cfg.revision, adapter=_adapter(cfg), **cfg.extra)
     elif cfg.backend == "serve":
         from fineinstructions.llm.managed_server import ManagedServerBackend
 
@@ -130,7 +140,8 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
         backend = ManagedServerBackend(
             cfg.model, revision=cfg.revision, command=cfg.server_command, server_args=cfg.server_args,
             startup_timeout=cfg.server_timeout, log_dir=cfg.server_log_dir, api_key=cfg.api_key,
-            concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries, **cfg.extra,
+            concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries, adapter=_adapter(cfg),
+            **cfg.extra,
         )
     elif cfg.backend == "llamacpp":
         from fineinstructions.llm.hf_local import default_model_path

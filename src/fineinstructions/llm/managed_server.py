@@ -50,11 +50,24 @@ class ServerError(RuntimeError):
     """The server could not be started, did not become ready, or died while serving."""
 
 
+#: the name a LoRA adapter is served under (`--lora-modules adapter=DIR`); requests then carry it as their model
+ADAPTER_NAME = "adapter"
+
+
+def lora_rank(adapter: str | os.PathLike[str]) -> int:
+    """The rank vLLM must allow for this adapter (its `max_lora_rank`, default 16): r rounded up to a power of 2."""
+    import json
+
+    r = int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 8))
+    return max(16, 1 << (r - 1).bit_length())
+
+
 def server_argv(command: str | Sequence[str] | None, model: str, args: str = "",
-                revision: str | None = None) -> list[str]:
+                revision: str | None = None, adapter: str | None = None) -> list[str]:
     """The server's argument list: a preset name (default `vllm`) or a command line with `{model}`, `{host}`,
-    `{port}` (and `{revision}`) placeholders, plus `args` (e.g. "--tensor-parallel-size 2"). Placeholders are
-    replaced literally, so arguments with braces (JSON options) pass through untouched."""
+    `{port}` (and `{revision}`, `{adapter}`) placeholders, plus `args` (e.g. "--tensor-parallel-size 2").
+    Placeholders are replaced literally, so arguments with braces (JSON options) pass through untouched. An adapter
+    is served by vLLM as a LoRA module named `ADAPTER_NAME`; other servers need an `{adapter}` placeholder."""
     name = command or "vllm"
     template = PRESETS.get(name) if isinstance(name, str) else None
     argv = list(template) if template else (shlex.split(name) if isinstance(name, str) else list(name))
@@ -65,8 +78,17 @@ def server_argv(command: str | Sequence[str] | None, model: str, args: str = "",
             argv += ["--revision", "{revision}", "--tokenizer-revision", "{revision}"]
         elif not any("{revision}" in a for a in argv):
             raise ValueError(f"a revision was given but server_command {name!r} has no {{revision}} placeholder")
+    if adapter:
+        if name == "vllm":
+            argv += ["--enable-lora", "--lora-modules", f"{ADAPTER_NAME}={{adapter}}",
+                     "--max-lora-rank", str(lora_rank(adapter))]
+        elif not any("{adapter}" in a for a in argv):
+            raise ValueError(f"an adapter was given but server_command {name!r} cannot load one here: use the vllm "
+                             "preset, or a command with an {adapter} placeholder that serves it as "
+                             f"{ADAPTER_NAME!r}")
     argv += shlex.split(args or "")
-    return [a.replace("{model}", model).replace("{revision}", revision or "") for a in argv]
+    return [a.replace("{model}", model).replace("{revision}", revision or "").replace("{adapter}", adapter or "")
+            for a in argv]
 
 
 def check_command(argv: Sequence[str]) -> str:
@@ -221,14 +243,16 @@ class ManagedServerBackend(LLMBackend):
     `close()` or at exit. Keyword arguments not listed go to `OpenAIServerBackend` (concurrency, timeout, ...).
 
     `model_id` is `openai:{model}` (like the `openai` backend for the same model), so answers cached from an
-    external `vllm serve` of the same weights are reused, and vice versa.
+    external `vllm serve` of the same weights are reused, and vice versa. With an `adapter` the server loads it as
+    a LoRA module and every request names it (the base model answers nothing).
     """
 
     def __init__(self, model: str, *, command: str | Sequence[str] | None = None, server_args: str = "",
                  revision: str | None = None, host: str = "127.0.0.1", port: int | None = None,
                  startup_timeout: float = 900.0, log_dir: str | os.PathLike[str] | None = None,
-                 env: dict[str, str] | None = None, ready_path: str = "/v1/models", **client_kwargs):
-        argv = server_argv(command, model, server_args, revision)
+                 env: dict[str, str] | None = None, ready_path: str = "/v1/models", adapter: str | None = None,
+                 **client_kwargs):
+        argv = server_argv(command, model, server_args, revision, adapter)
         log_dir = Path(log_dir) if log_dir else cache_home() / "servers"
         log_path = log_dir / f"{Path(argv[0]).name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         self.server = ManagedServer(argv, log_path=log_path, host=host, port=port, ready_path=ready_path,
@@ -241,7 +265,11 @@ class ManagedServerBackend(LLMBackend):
             self.close()
             raise
         client_kwargs.setdefault("model_id", f"openai:{model}" + (f"@{revision}" if revision else ""))
-        self.client = OpenAIServerBackend(base_url=self.server.url, model=_request_name(model, served),
+        if adapter and ADAPTER_NAME not in served:
+            self.close()
+            raise ServerError(f"the server does not serve the adapter as {ADAPTER_NAME!r} (it serves {served})")
+        self.client = OpenAIServerBackend(base_url=self.server.url,
+                                          model=ADAPTER_NAME if adapter else _request_name(model, served),
                                           **client_kwargs)
         self.model_id = self.client.model_id
 

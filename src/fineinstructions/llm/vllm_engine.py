@@ -18,7 +18,7 @@ __all__ = ["VLLMBackend"]
 
 
 class VLLMBackend(LLMBackend):
-    def __init__(self, model: str, revision: str | None = None, **engine_kwargs):
+    def __init__(self, model: str, revision: str | None = None, adapter: str | None = None, **engine_kwargs):
         try:
             from vllm import LLM
         except ImportError as e:
@@ -28,6 +28,15 @@ class VLLMBackend(LLMBackend):
         self.model_id = resolve_model(model, revision)[2]
         if revision:  # vLLM loads the tokenizer from `main` unless told otherwise
             engine_kwargs.setdefault("tokenizer_revision", revision)
+        self.lora = None
+        if adapter:  # a LoRA request on every generate call; the engine must be built with LoRA enabled
+            from vllm.lora.request import LoRARequest
+
+            from fineinstructions.llm.managed_server import ADAPTER_NAME, lora_rank
+
+            engine_kwargs.setdefault("enable_lora", True)
+            engine_kwargs.setdefault("max_lora_rank", lora_rank(adapter))
+            self.lora = LoRARequest(ADAPTER_NAME, 1, str(adapter))
         self.llm = LLM(model=model, revision=revision, **engine_kwargs)
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
@@ -53,9 +62,11 @@ class VLLMBackend(LLMBackend):
         ]
         try:
             if is_chat:
-                results = self.llm.chat([list(r.messages) for r in requests], params, use_tqdm=False)
+                results = self.llm.chat([list(r.messages) for r in requests], params, use_tqdm=False,
+                                        lora_request=self.lora)
             else:
-                results = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+                results = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False,
+                                            lora_request=self.lora)
         except Exception as e:  # noqa: BLE001 - errors become data
             if type(e).__name__ == "EngineDeadError":
                 raise

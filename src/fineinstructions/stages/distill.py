@@ -69,6 +69,20 @@ def selection_score(stage: str, m: dict[str, Any]) -> float:
     return (m["keep_accuracy"] + max(0.0, m["spearman"])) / 2
 
 
+def student_llm(student: str | Path, base_model: str | None = None, method: str | None = None):
+    """The LLM config that runs a student greedily without the request cache: its base model plus the adapter
+    (LoRA), or the student folder itself (full fine-tune). Base and method default to the student's student.json."""
+    from fineinstructions.llm import LLMConfig
+
+    meta_path = Path(student) / "student.json"
+    if method is None and meta_path.is_file():
+        settings = json.loads(meta_path.read_text())["settings"]
+        base_model, method = settings.get("base_model"), settings.get("method", "lora")
+    if (method or "lora") == "lora":
+        return LLMConfig(model=base_model, adapter=str(student), cache=False)
+    return LLMConfig(model=str(student), adapter="none", cache=False)
+
+
 def default_dev(stage: str, teacher: Path) -> Path | None:
     candidate = teacher.parent.parent / "dev" / f"{stage}.jsonl"
     return candidate if teacher.is_file() and teacher.parent.name == "train" and candidate.is_file() else None
@@ -98,7 +112,6 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     from fineinstructions.distill.examples import STUDENT_FORMATS, load_teacher, read_examples, student_format
     from fineinstructions.distill.train import encode, fit, with_lora
     from fineinstructions.gold.evaluate import goldeval
-    from fineinstructions.llm import LLMConfig
     from fineinstructions.llm.hf_local import load_model
     from fineinstructions.pipeline.inputs import path_fingerprint
 
@@ -134,8 +147,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     def evaluate(epoch: int, student: Path) -> tuple[float, dict]:
         if dev is None:
             return float(epoch), {}
-        llm = (LLMConfig(model=cfg.base_model, adapter=str(student), cache=False) if cfg.method == "lora"
-               else LLMConfig(model=str(student), adapter="none", cache=False))
+        llm = student_llm(student, cfg.base_model, cfg.method)
         where = str(out / "eval" / f"epoch-{epoch}")
         metrics = goldeval(cfg.stage, stage_config(cfg.stage, where, llm), str(dev), where, limit=cfg.dev_limit,
                            progress=cfg.progress)

@@ -41,8 +41,8 @@ class DistillAugmentConfig:
 def run(cfg: DistillAugmentConfig) -> dict[str, Any]:
     from fineinstructions.distill.augment import (augment_instantiate, augment_templatize, held_out, read_pool)
     from fineinstructions.distill.examples import STUDENT_FORMATS, write_examples
-    from fineinstructions.llm import LLMConfig
     from fineinstructions.recipe import BY_NAME
+    from fineinstructions.stages.distill import student_llm
     from fineinstructions.text import dedup_key
 
     if cfg.stage not in ("templatize", "instantiate") or not (cfg.student and cfg.input and cfg.output):
@@ -60,12 +60,12 @@ def run(cfg: DistillAugmentConfig) -> dict[str, Any]:
     usable = usable[:cfg.limit] if cfg.limit else usable
     stage_cfg = BY_NAME[cfg.stage].config(
         output=str(Path(cfg.output).parent), prompt_format=STUDENT_FORMATS[cfg.stage], best_of=cfg.samples,
-        temperature=cfg.temperature, seed=cfg.seed, progress=False, llm=LLMConfig(adapter=cfg.student, cache=False))
+        temperature=cfg.temperature, seed=cfg.seed, progress=False, llm=student_llm(cfg.student))
     if cfg.stage == "templatize":
         examples, stats = augment_templatize(stage_cfg, usable, cfg.progress)
     else:
         judge_cfg = BY_NAME["judge"].config(output=str(Path(cfg.output).parent), prompt_format=STUDENT_FORMATS["judge"],
-                                            llm=LLMConfig(adapter=cfg.judge_student, cache=False), progress=False)
+                                            llm=student_llm(cfg.judge_student), progress=False)
         examples, stats = augment_instantiate(stage_cfg, judge_cfg, usable, cfg.min_score, cfg.progress)
     write_examples(cfg.output, examples)
     result = {"pool": len(pool), "held_out_skipped": skipped, "used": len(usable), "examples": len(examples),

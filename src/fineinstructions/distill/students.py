@@ -1,0 +1,94 @@
+"""`fineinstructions distill-students CONFIG --output DIR`: every student of the embedded default in one command.
+
+The config (see `configs/students.yaml`) has shared `distill` keys at the top and one section per stage, trained in
+the order templatize → judge → instantiate (instantiate's rejection sampling needs the judge student). A stage
+section may hold `augment:`: then the gold-only student samples candidates for a pool of unlabelled inputs
+(`queries:` folder + `per_source`, or `documents:` folder + `splits:` + `max_windows`), the stage's validators
+(and the judge student) keep the good ones, a second student trains on gold + those, and the one that scores
+better on the dev split is the stage's student. Work folders go under DIR; with `--ship FOLDER` each chosen
+student's adapter, card and `student.json` are copied to FOLDER/<stage>/ (the package's `students/`), and
+FOLDER/students.json records what was chosen and why.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from fineinstructions import atomic
+from fineinstructions.config import build
+from fineinstructions.errors import UserError
+
+ORDER = ("templatize", "judge", "instantiate")
+SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "student.json")
+
+
+def _pool(stage: str, spec: dict[str, Any], work: Path) -> Path:
+    from fineinstructions.distill.pools import query_pool, window_pool
+
+    gold = Path(spec.get("gold", "data/gold"))  # its inputs are held out of the pool (run from the repo root)
+    held_out = [gold / s / f"{stage}.jsonl" for s in ("train", "dev", "test")]
+    if stage == "templatize":
+        rows = query_pool(spec["queries"], held_out, int(spec.get("per_source", 200)))
+    else:
+        rows = window_pool(spec["documents"], spec.get("splits", gold / "document_splits.json"),
+                           [gold / "train" / "instantiate.jsonl", gold / "train" / "templatize.jsonl"],
+                           int(spec.get("max_windows", 200)))
+    path = work / f"{stage}-pool.jsonl"
+    atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def _best(student: Path) -> float:
+    return json.loads((student / "student.json").read_text())["best"]["score"]
+
+
+def run_students(config: dict[str, Any], output: str, ship: str | None = None) -> dict[str, Any]:
+    from fineinstructions.stages.distill import DistillConfig
+    from fineinstructions.stages.distill import run as distill
+    from fineinstructions.stages.distill_augment import DistillAugmentConfig
+    from fineinstructions.stages.distill_augment import run as augment
+
+    unknown = sorted(set(config) - set(ORDER) - {f.name for f in fields(DistillConfig)})
+    if unknown:
+        raise UserError(f"unknown key(s) in the students config: {', '.join(unknown)}")
+    shared = {k: v for k, v in config.items() if k not in ORDER}
+    work = Path(output)
+    work.mkdir(parents=True, exist_ok=True)
+    chosen: dict[str, Any] = {}
+    for stage in (s for s in ORDER if s in config):
+        section = dict(config[stage] or {})
+        aug = section.pop("augment", None)
+        base = {**shared, **section, "stage": stage}
+        gold_only = work / f"{stage}-gold"
+        distill(build(DistillConfig, {**base, "output": str(gold_only)}, where=f"students config [{stage}]"))
+        record = {"gold_only": {"dev_score": _best(gold_only)}, "shipped": str(gold_only)}
+        if aug:
+            aug = dict(aug)
+            pool = _pool(stage, {k: aug.pop(k) for k in ("queries", "per_source", "documents", "splits",
+                                                         "max_windows", "gold") if k in aug}, work)
+            examples = work / f"{stage}-augment.jsonl"
+            judge = chosen.get("judge", {}).get("shipped")
+            stats = augment(build(DistillAugmentConfig, {
+                "stage": stage, "student": str(gold_only), "input": str(pool), "output": str(examples),
+                **({"judge_student": judge} if stage == "instantiate" else {}), "progress": base.get("progress", True),
+                **aug}, where=f"students config [{stage}.augment]"))
+            augmented = work / f"{stage}-augmented"
+            distill(build(DistillConfig, {**base, "output": str(augmented), "augment": str(examples)},
+                          where=f"students config [{stage}]"))
+            record["augmented"] = {"dev_score": _best(augmented), "examples": stats["examples"],
+                                   "outcomes": stats["outcomes"]}
+            if _best(augmented) > _best(gold_only):
+                record["shipped"] = str(augmented)
+        chosen[stage] = record
+    if ship:
+        for stage, record in chosen.items():
+            dest = Path(ship) / stage
+            with atomic.staged_dir(dest) as tmp:
+                for name in SHIPPED_FILES:
+                    shutil.copy2(Path(record["shipped"]) / name, tmp / name)
+        atomic.write_json(Path(ship) / "students.json", chosen)
+    return chosen
