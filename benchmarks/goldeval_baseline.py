@@ -25,6 +25,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from fineinstructions import atomic
 from fineinstructions.gold.evaluate import DEFINITIONS, goldeval
 from fineinstructions.llm import LLMConfig
@@ -36,6 +38,7 @@ FORMATS = {"templatize": ["fewshot-completion", "fewshot", "released"],
            "instantiate": ["fewshot-completion", "fewshot", "released"],
            "judge": ["rubric-completion", "rubric", "flow-judge"]}
 BEST_OF = {"templatize": [1, 3], "instantiate": [1, 3], "judge": [1]}
+STUDENT = "transformers + shipped student"
 #: the HTTP comparison: one greedy configuration per stage, the same prompt in-process and over the server
 SERVED = {"templatize": "fewshot-completion", "instantiate": "fewshot-completion", "judge": "rubric-completion"}
 
@@ -64,7 +67,8 @@ def run_one(stage: str, gold: Path, split: str, prompt_format: str, best_of: int
         m = goldeval(stage, config(stage, prompt_format, best_of, llm, out), str(gold), out)
     row = {"stage": stage, "split": split, "gold_file": gold.name, "backend": label, "prompt_format": prompt_format, "best_of": best_of,
            "n": m["n"], **{k: m[k] for k in DEFINITIONS[stage]}, "statuses": m["statuses"],
-           "wall_seconds": m["wall_seconds"], "rows_per_second": m["rows_per_second"], "model_id": m["model_id"]}
+           "wall_seconds": m["wall_seconds"], "rows_per_second": m["rows_per_second"], "model_id": m["model_id"],
+           "torch_threads": torch.get_num_threads()}
     print(json.dumps(row), flush=True)
     return row
 
@@ -88,7 +92,7 @@ def transformers_serve():
     log = open(ROOT / "benchmarks" / "results" / "transformers_serve.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).with_name("transformers")), "serve", str(model_dir),
                              "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
+                            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
     import httpx
 
     deadline = time.time() + 300
@@ -125,23 +129,41 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--stages", nargs="+", default=list(FORMATS))
     ap.add_argument("--no-serve", action="store_true", help="skip the transformers-serve comparison")
+    ap.add_argument("--serve-only", action="store_true", help="only the transformers-serve comparison")
+    ap.add_argument("--resume", action="store_true", help="skip configurations already measured on the same rows")
     ap.add_argument("--sample", type=int, help="N rows of each split, spread evenly (default: all)")
+    ap.add_argument("--students", action="store_true", help="score the shipped students instead (prompt format "
+                    "and adapter auto)")
     args = ap.parse_args()
     samples = Path(tempfile.mkdtemp())
     gold = {stage: gold_rows(stage, args.split, args.sample, samples) for stage in args.stages}
     previous = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
-    rows = [r for r in previous if r["stage"] not in args.stages or r["split"] != args.split]
-    local = LLMConfig(cache=False, adapter="none")  # the prompted model, not a shipped student
+    rows: list[dict] = []
+
+    def key(row: dict) -> tuple:
+        return row["stage"], row["split"], row["backend"], row["prompt_format"], row["best_of"]
+
+    def done(stage: str, backend: str, fmt: str, best_of: int) -> bool:  # --resume: measured on the same rows
+        return args.resume and any(key(r) == (stage, args.split, backend, fmt, best_of)
+                                   and r.get("gold_file") == gold[stage].name for r in previous)
 
     def keep(row: dict) -> None:  # saved after every configuration: a kill loses one, not hours
         rows.append(row)
-        atomic.write_json(RESULTS, {"runs": rows, "machine": f"{os.cpu_count()} CPU cores",
-                                    "when": time.strftime("%Y-%m-%d")})
+        new = {key(r) for r in rows}
+        atomic.write_json(RESULTS, {"runs": [r for r in previous if key(r) not in new] + rows,
+                                    "machine": f"{os.cpu_count()} CPU cores", "when": time.strftime("%Y-%m-%d")})
 
-    for stage in args.stages:
+    if args.students:  # the embedded default as shipped: SmolLM2-135M + the stage's student, compact prompt
+        for stage in args.stages:
+            keep(run_one(stage, gold[stage], args.split, "auto", 1, LLMConfig(cache=False), STUDENT))
+        print(table(rows))
+        return
+    local = LLMConfig(cache=False, adapter="none")  # the prompted model, not a shipped student
+    for stage in [] if args.serve_only else args.stages:
         for fmt in FORMATS[stage]:
             for best_of in BEST_OF[stage]:
-                keep(run_one(stage, gold[stage], args.split, fmt, best_of, local, "transformers (in-process)"))
+                if not done(stage, "transformers (in-process)", fmt, best_of):
+                    keep(run_one(stage, gold[stage], args.split, fmt, best_of, local, "transformers (in-process)"))
     if not args.no_serve:
         with transformers_serve() as served:
             for stage in args.stages:

@@ -51,8 +51,10 @@ class LLMStep(StageStep):
             llm = dataclasses.replace(llm, num_threads=cpus)
         elif llm.backend == "transformers" and not llm.num_threads:
             # split the cores between local workers: oversubscribed OpenMP threads spin and run ~10x slower
+            # (OMP_NUM_THREADS, when set, is the user's budget for this process, not the machine's core count)
             workers = self.tasks if self.workers == -1 else max(1, min(self.workers, self.tasks))
-            llm = dataclasses.replace(llm, num_threads=max(1, (os.cpu_count() or 1) // workers))
+            budget = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+            llm = dataclasses.replace(llm, num_threads=max(1, budget // workers))
         if llm.backend == "serve" and not llm.server_log_dir:  # a managed server's log stays with the stage
             llm = dataclasses.replace(llm, server_log_dir=str(Path(self.output_dir) / "logs" / "servers"))
         if llm.cache and not llm.cache_path and self.executor != "local":

@@ -16,6 +16,7 @@ code path; the best epoch is written to DIR:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -129,7 +130,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(marker, settings, default=str)
-    torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
+    threads = cfg.num_threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)  # the stage's scoring uses the same count (more would oversubscribe the cores)
 
     fmt = student_format(cfg.stage)
     teacher = load_teacher(cfg.stage, teacher_path, fmt, _documents(cfg.documents), cfg.window_chars)
@@ -147,7 +149,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     def evaluate(epoch: int, student: Path) -> tuple[float, dict]:
         if dev is None:
             return float(epoch), {}
-        llm = student_llm(student, cfg.base_model, cfg.method)
+        llm = dataclasses.replace(student_llm(student, cfg.base_model, cfg.method), num_threads=threads)
         where = str(out / "eval" / f"epoch-{epoch}")
         metrics = goldeval(cfg.stage, stage_config(cfg.stage, where, llm), str(dev), where, limit=cfg.dev_limit,
                            progress=cfg.progress)

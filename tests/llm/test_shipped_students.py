@@ -1,0 +1,35 @@
+"""The embedded default is SmolLM2-135M plus the shipped students: `adapter: auto` and `prompt_format: auto` pick
+each stage's student and its compact contract for the embedded model only; the students fit the size budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fineinstructions.llm import LLMConfig, resolve_adapter, student_path
+from fineinstructions.pipeline.llm_step import resolve_format
+
+STAGES = ("templatize", "instantiate", "judge")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_auto_picks_the_shipped_student_and_its_contract_for_the_embedded_model_only(stage):
+    shipped = student_path(stage)
+    assert shipped is not None, f"no student shipped for {stage}: run distill-students configs/students.yaml"
+    meta = json.loads((shipped / "student.json").read_text())
+    assert meta["stage"] == stage and meta["method"] == "lora"
+    auto = resolve_adapter(LLMConfig(), stage)
+    assert auto.adapter == str(shipped)
+    assert resolve_format(stage, "auto", auto, "chat", "completion").name == meta["prompt_format"] == "compact"
+    for other in (LLMConfig(model="org/some-model"), LLMConfig(backend="openai", model="m"), LLMConfig(adapter="none")):
+        assert resolve_adapter(other, stage).adapter is None  # a student only fits the weights it was trained on
+
+
+def test_the_shipped_students_stay_within_25_mb():
+    folder = student_path("templatize").parent
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20, f"{size / 2**20:.1f} MB"
+    chosen = json.loads((folder / "students.json").read_text())
+    assert set(chosen) == set(STAGES)
