@@ -150,7 +150,8 @@ def main() -> None:
     def keep(row: dict) -> None:  # saved after every configuration: a kill loses one, not hours
         rows.append(row)
         new = {key(r) for r in rows}
-        atomic.write_json(RESULTS, {"runs": [r for r in previous if key(r) not in new] + rows,
+        latest = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []  # other runs' rows too
+        atomic.write_json(RESULTS, {"runs": [r for r in latest if key(r) not in new] + rows,
                                     "machine": f"{os.cpu_count()} CPU cores", "when": time.strftime("%Y-%m-%d")})
 
     if args.students:  # the embedded default as shipped: SmolLM2-135M + the stage's student, compact prompt

@@ -170,3 +170,17 @@ def test_the_compact_parsers_read_student_outputs(stage, output, expect):
         assert parsed["instruction"] == expect and parsed["answer"].startswith("<excerpt>")
     else:
         assert parse_score(parsed["score"]) == expect
+
+
+def test_a_student_continues_from_a_finished_adapter(tmp_path, tiny_model):
+    """`--init-adapter`: training resumes from a finished student's LoRA weights (more epochs or more data), so
+    its first loss is the finished student's level, not a fresh adapter's."""
+    teacher = few("templatize", "train", 4, tmp_path)
+    common = ["distill", "--stage", "templatize", "--input", str(teacher), "--base-model", str(tiny_model),
+              "--batch-size", "2", "--lr", "0.01", "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "a"), "--epochs", "3"]) == 0
+    assert main([*common, "--output", str(tmp_path / "b"), "--epochs", "1",
+                 "--init-adapter", str(tmp_path / "a")]) == 0
+    fresh, continued = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert continued[0] < fresh[0] and continued[0] == pytest.approx(fresh[-1], rel=0.5)
+    assert json.loads((tmp_path / "b" / "adapter_config.json").read_text())["r"] == 8  # the finished one's rank

@@ -105,6 +105,18 @@ def with_lora(model, r: int, alpha: int, dropout: float, targets: list[str] | No
                                             task_type="CAUSAL_LM"))
 
 
+def from_adapter(model, adapter: str | Path):
+    """Continue training a finished student: its LoRA weights (and rank, targets) on the base, trainable."""
+    import torch
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    for name, param in model.named_parameters():  # the adapter was saved in fp16; train in the base's precision
+        if "lora_" in name:
+            param.data = param.data.to(torch.float32)
+    return model
+
+
 def save_student(model, tokenizer, where: Path, method: str) -> None:
     """An adapter folder (LoRA, fp16 weights) or a whole model folder (full), written atomically."""
     import torch

@@ -53,6 +53,8 @@ class DistillConfig:
     lora_r: int = option(8, "LoRA rank")
     lora_alpha: int = option(16, "LoRA alpha")
     lora_dropout: float = option(0.05, "LoRA dropout")
+    init_adapter: str | None = option(None, "start from this LoRA adapter (a finished student: more epochs or more "
+                                            "data) instead of a fresh one; its rank and targets are kept")
     documents: str | None = option(None, "instantiate from a stage folder: the documents it read (jsonl/parquet)")
     window_chars: int | None = option(None, "instantiate from a stage folder: its --max-document-chars")
     seed: int = option(0, "seed of the data order and the adapter's initial weights")
@@ -111,7 +113,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
 
     from fineinstructions.distill.card import model_card
     from fineinstructions.distill.examples import STUDENT_FORMATS, load_teacher, read_examples, student_format
-    from fineinstructions.distill.train import encode, fit, with_lora
+    from fineinstructions.distill.train import encode, fit, from_adapter, with_lora
     from fineinstructions.gold.evaluate import goldeval
     from fineinstructions.llm.hf_local import load_model
     from fineinstructions.pipeline.inputs import path_fingerprint
@@ -141,7 +143,9 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     if not examples:
         raise UserError(f"no training examples in {cfg.input} (skipped: {dict(teacher.skipped)})")
     model, tokenizer, base_id = load_model(cfg.base_model)
-    if cfg.method == "lora":
+    if cfg.method == "lora" and cfg.init_adapter:
+        model = from_adapter(model, cfg.init_adapter)
+    elif cfg.method == "lora":
         torch.manual_seed(cfg.seed)
         model = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, None)
     data, too_long = encode(examples, tokenizer, cfg.max_length)
