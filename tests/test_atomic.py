@@ -135,3 +135,19 @@ def test_settle_dir_removes_staging_folders_a_kill_left_behind(tmp_path):
     with atomic.staged_dir(dest) as tmp:
         (tmp / "x").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"] and folder(dest) == {"x": "new"}
+
+
+def test_atomic_files_and_folders_get_normal_permissions_not_mkstemps_private_ones(tmp_path):
+    """Outputs on a shared filesystem must be readable by the group like any file the user writes (umask)."""
+    import os
+    import stat
+
+    from fineinstructions import atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic.write_text(tmp_path / "f.json", "{}")
+    with atomic.staged_dir(tmp_path / "d") as tmp:
+        (tmp / "x").write_text("x")
+    assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~mask
