@@ -184,3 +184,23 @@ def test_a_student_continues_from_a_finished_adapter(tmp_path, tiny_model):
     fresh, continued = losses(tmp_path / "a"), losses(tmp_path / "b")
     assert continued[0] < fresh[0] and continued[0] == pytest.approx(fresh[-1], rel=0.5)
     assert json.loads((tmp_path / "b" / "adapter_config.json").read_text())["r"] == 8  # the finished one's rank
+
+
+def test_the_target_loss_equals_the_full_logits_loss(tmp_path, tiny_model):
+    """Logits only from the first target position on (memory) give exactly the loss over full logits."""
+    import torch
+    import torch.nn.functional as F
+
+    from fineinstructions.distill.train import IGNORE, collate, encode, target_loss
+    from fineinstructions.llm.hf_local import load_model
+
+    model, tok, _ = load_model(str(tiny_model))
+    data, _ = encode(from_gold("templatize", few("templatize", "train", 3, tmp_path),
+                               student_format("templatize")).examples, tok, 512)
+    ids, labels, mask = collate(data, tok.pad_token_id or 0)
+    with torch.no_grad():
+        loss, count = target_loss(model, ids, labels, mask)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1)
+        full = F.cross_entropy(logits.reshape(-1, logits.size(-1)), shifted, ignore_index=IGNORE, reduction="sum")
+    assert count == int((shifted != IGNORE).sum()) > 0 and float(loss) == pytest.approx(float(full), rel=1e-5)

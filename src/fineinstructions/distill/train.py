@@ -82,11 +82,19 @@ def collate(batch: list[Encoded], pad_id: int):
 
 
 def target_loss(model, ids, labels, mask):
-    """(sum of next-token losses over the target tokens, their count)."""
+    """(sum of next-token losses over the target tokens, their count).
+
+    Logits are computed only from the first position that predicts a target token on (`logits_to_keep`): the
+    prompt is most of every example and a 49k-vocabulary logit row per prompt token would be most of the memory
+    (a judge batch took 11 GB with full logits)."""
     import torch.nn.functional as F
 
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1)
+    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    targets = (shifted != IGNORE).any(0).nonzero()
+    first = int(targets[0]) if len(targets) else shifted.size(1) - 1
+    keep = shifted.size(1) - first
+    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, -keep:]
+    shifted = shifted[:, first:].reshape(-1)
     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), shifted, ignore_index=IGNORE, reduction="sum")
     return loss, int((shifted != IGNORE).sum())
 
