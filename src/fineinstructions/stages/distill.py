@@ -86,6 +86,13 @@ def student_llm(student: str | Path, base_model: str | None = None, method: str 
     return LLMConfig(model=str(student), adapter="none", cache=False)
 
 
+def _same_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """A key missing on one side counts as None: a setting added in a later version (default None) does not make
+    a finished student look like it was trained otherwise."""
+    now = json.loads(json.dumps(settings, default=str))
+    return all(recorded.get(k) == now.get(k) for k in set(recorded) | set(now))
+
+
 def default_dev(stage: str, teacher: Path) -> Path | None:
     candidate = teacher.parent.parent / "dev" / f"{stage}.jsonl"
     return candidate if teacher.is_file() and teacher.parent.name == "train" and candidate.is_file() else None
@@ -125,7 +132,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("output", "progress", "overwrite", "num_threads")}
     settings["teacher_fingerprint"] = (path_fingerprint(cfg.input) or {}).get("digest")
     marker = out / "distill.json"
-    if marker.is_file() and json.loads(marker.read_text()) != json.loads(json.dumps(settings, default=str)):
+    if marker.is_file() and not _same_settings(json.loads(marker.read_text()), settings):
         if not cfg.overwrite:
             raise UserError(f"{out} holds a student trained with other settings or teacher data; use another "
                             "--output or pass --overwrite")
