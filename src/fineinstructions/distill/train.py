@@ -194,6 +194,7 @@ def fit(model, tokenizer, data: list[Encoded], *, out: Path, method: str, epochs
     out.mkdir(parents=True, exist_ok=True)
     log = (out / "train_log.jsonl").open("a", encoding="utf-8")
     began = time.time()
+    prior = history[-1].get("seconds", 0.0) if history else 0.0  # a resumed run adds to the time already spent
     for epoch in range(start_epoch, epochs):
         model.train()
         groups = batches(data, batch_size, seed, epoch)
@@ -225,7 +226,8 @@ def fit(model, tokenizer, data: list[Encoded], *, out: Path, method: str, epochs
         student = out / "epochs" / f"epoch-{epoch + 1}"
         save_student(model, tokenizer, student, method)
         score, metrics = evaluate(epoch + 1, student)
-        history.append({"epoch": epoch + 1, "score": score, "metrics": metrics, "step": step})
+        history.append({"epoch": epoch + 1, "score": score, "metrics": metrics, "step": step,
+                        "seconds": round(prior + time.time() - began, 1)})  # training time over every session
         best = max(history, key=lambda h: h["score"])
         if best["epoch"] == epoch + 1:
             if (out / "best").exists():
@@ -240,4 +242,5 @@ def fit(model, tokenizer, data: list[Encoded], *, out: Path, method: str, epochs
     log.close()
     best = max(history, key=lambda h: h["score"]) if history else None
     return {"history": history, "best_epoch": best["epoch"] if best else None,
-            "best_score": best["score"] if best else None, "seconds": round(time.time() - began, 1)}
+            "best_score": best["score"] if best else None,
+            "seconds": history[-1].get("seconds", 0.0) if history else 0.0}
