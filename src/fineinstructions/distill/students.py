@@ -81,7 +81,7 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
                           where=f"students config [{stage}]"))
             record["augmented"] = {"dev_score": _best(augmented), "examples": stats["examples"],
                                    "outcomes": stats["outcomes"]}
-            if _best(augmented) > _best(gold_only):
+            if record["augmented"]["dev_score"] > record["gold_only"]["dev_score"]:
                 record["shipped"] = str(augmented)
         chosen[stage] = record
     if ship:

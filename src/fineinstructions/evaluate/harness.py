@@ -3,8 +3,9 @@
 Two uses: `experiment`'s `lm_eval_tasks:` puts standard benchmarks (HellaSwag, ARC, ...) in the same results table
 (needs the tasks' datasets, i.e. a network or a filled HF cache), and `qa_task` writes our held-out QA file as a
 harness task, so the harness's answer log-likelihoods can be checked against `evaluate`'s answer NLL: same prompt
-(`Instruction: {query}\\n\\nAnswer:`), same continuation (" " + the first answer), same rows (`load_qa`'s sample). The space is part of the target,
-not the task's `target_delimiter`: lm-eval 0.4.13 no longer applies the delimiter to `loglikelihood` tasks.
+(`Instruction: {query}\\n\\nAnswer:`), same continuation (" " + the first answer), same rows (`load_qa`'s
+sample). The space is part of the target, not the task's `target_delimiter`: lm-eval 0.4.13 no longer applies the
+delimiter to `loglikelihood` tasks.
 """
 
 from __future__ import annotations

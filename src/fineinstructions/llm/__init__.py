@@ -45,13 +45,14 @@ def preflight(cfg: LLMConfig) -> None:
     """Check the model/server exists before any task starts, so a typo is one line, not a task traceback."""
     from fineinstructions.errors import UserError
 
-    if cfg.adapter not in (None, "auto", "none"):
+    adapter = adapter_folder(cfg)
+    if adapter:
         if cfg.backend not in ("transformers", "vllm", "serve"):
             raise UserError(f"--llm-adapter needs the transformers, vllm or serve backend, not {cfg.backend!r}: "
                             "an external server loads adapters itself (e.g. vllm serve MODEL --enable-lora "
                             "--lora-modules NAME=DIR); pass --llm-model NAME")
-        if not (Path(cfg.adapter) / "adapter_config.json").is_file():
-            raise UserError(f"--llm-adapter {cfg.adapter}: not a PEFT adapter folder (no adapter_config.json)")
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise UserError(f"--llm-adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
     try:
         if cfg.backend in ("transformers", "llamacpp"):
             from fineinstructions.llm.hf_local import resolve_model
@@ -69,7 +70,6 @@ def preflight(cfg: LLMConfig) -> None:
             from fineinstructions.llm.managed_server import check_command, server_argv
 
             try:
-                adapter = _adapter(cfg)
                 check_command(server_argv(cfg.server_command, cfg.model or "", cfg.server_args, cfg.revision,
                                           adapter))
             except ValueError as e:
@@ -102,7 +102,7 @@ def resolve_adapter(cfg: LLMConfig, stage: str) -> LLMConfig:
     return cfg
 
 
-def _adapter(cfg: LLMConfig) -> str | None:
+def adapter_folder(cfg: LLMConfig) -> str | None:
     """The adapter folder to load, if any ("auto" is resolved per stage by `resolve_adapter` before this)."""
     return None if cfg.adapter in (None, "", "auto", "none") else cfg.adapter
 
@@ -114,7 +114,7 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
 
         backend: LLMBackend = TransformersBackend(
             cfg.model, revision=cfg.revision, batch_size=cfg.batch_size, num_threads=cfg.num_threads,
-            adapter=_adapter(cfg), **cfg.extra
+            adapter=adapter_folder(cfg), **cfg.extra
         )
     elif cfg.backend == "openai":
         from fineinstructions.llm.openai_server import OpenAIServerBackend
@@ -131,7 +131,7 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
 
         if not cfg.model:
             raise ValueError("the vllm backend needs --llm-model (a hub name or local directory)")
-        backend = VLLMBackend(cfg.model, revision=cfg.revision, adapter=_adapter(cfg), **cfg.extra)
+        backend = VLLMBackend(cfg.model, revision=cfg.revision, adapter=adapter_folder(cfg), **cfg.extra)
     elif cfg.backend == "serve":
         from fineinstructions.llm.managed_server import ManagedServerBackend
 
@@ -140,7 +140,7 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
         backend = ManagedServerBackend(
             cfg.model, revision=cfg.revision, command=cfg.server_command, server_args=cfg.server_args,
             startup_timeout=cfg.server_timeout, log_dir=cfg.server_log_dir, api_key=cfg.api_key,
-            concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries, adapter=_adapter(cfg),
+            concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries, adapter=adapter_folder(cfg),
             **cfg.extra,
         )
     elif cfg.backend == "llamacpp":

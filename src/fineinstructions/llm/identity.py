@@ -108,6 +108,8 @@ def model_identity(cfg) -> dict[str, Any]:
         # another engine, or engine options (--dtype, --quantization, ...): other answers. A plain `vllm serve`
         # shares its cache with the `openai` backend talking to one started by hand
         identity["server"] = [cfg.server_command or "vllm", cfg.server_args]
-    if getattr(cfg, "adapter", None) not in (None, "auto", "none"):
+    from fineinstructions.llm import adapter_folder
+
+    if adapter_folder(cfg):
         identity["adapter"] = content_digest(cfg.adapter)
     return identity

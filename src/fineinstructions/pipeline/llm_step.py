@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fineinstructions.llm import LLMConfig, make_backend, resolve_adapter
+from fineinstructions.llm import LLMConfig, adapter_folder, make_backend, resolve_adapter
 from fineinstructions.llm.base import Completion, Request, SamplingParams
 from fineinstructions.prompts import PromptFormat
 from fineinstructions.pipeline.step import StageStep
@@ -139,7 +139,7 @@ def resolve_format(stage: str, name: str, llm: LLMConfig, chat: str, completion:
     from fineinstructions.prompts import load_format
 
     if name == "auto":
-        card = Path(llm.adapter) / "student.json" if llm.adapter not in (None, "auto", "none") else None
+        card = Path(llm.adapter) / "student.json" if adapter_folder(llm) else None
         if card is not None and card.is_file():
             name = json.loads(card.read_text())["prompt_format"]
         else:
