@@ -27,7 +27,8 @@ def test_distill_students_trains_each_stage_and_ships_the_chosen(tmp_path, tiny_
     config = {"base_model": str(tiny_model), "epochs": 1, "batch_size": 2, "progress": False,
               "templatize": {"input": str(tmp_path / "train" / "templatize.jsonl"),
                              "augment": {"queries": str(queries), "per_source": 2, "samples": 2, "gold": str(GOLD)}},
-              "judge": {"input": str(tmp_path / "train" / "judge.jsonl"), "lr": 1e-3}}
+              "judge": {"input": str(tmp_path / "train" / "judge.jsonl"), "lr": 1e-3,
+                        "ship_if_better_than_prompted": False}}
     (tmp_path / "students.yaml").write_text(yaml.safe_dump(config))
     ship = tmp_path / "ship"
     assert main(["distill-students", str(tmp_path / "students.yaml"), "--output", str(tmp_path / "work"),
@@ -38,8 +39,13 @@ def test_distill_students_trains_each_stage_and_ships_the_chosen(tmp_path, tiny_
     assert {"gold_only", "augmented"} <= set(t) and "outcomes" in t["augmented"]
     # the augmented student is shipped only when it beats the gold-only one on dev
     better = t["augmented"]["dev_score"] > t["gold_only"]["dev_score"]
-    assert t["shipped"].endswith("templatize-augmented" if better else "templatize-gold")
-    for stage in chosen:
+    assert t["shipped"] is None or t["shipped"].endswith("templatize-augmented" if better else "templatize-gold")
+    # a student ships only if it beats its base model prompted on the same dev rows (judge: check switched off)
+    best = max(t[k]["dev_score"] for k in ("gold_only", "augmented"))
+    assert (t["shipped"] is None) == (t["prompted"]["dev_score"] >= best)
+    assert (ship / "templatize").exists() == (t["shipped"] is not None)
+    assert "prompted" not in chosen["judge"] and chosen["judge"]["shipped"]
+    for stage in (s for s in chosen if chosen[s]["shipped"]):
         assert sorted(p.name for p in (ship / stage).iterdir()) == sorted(SHIPPED_FILES)
         assert json.loads((ship / stage / "student.json").read_text())["stage"] == stage
     # unknown keys are refused before anything trains
@@ -57,4 +63,4 @@ def test_the_shipped_students_config_names_only_known_keys():
     known = {f.name for f in fields(DistillConfig)}
     assert set(config) - {"templatize", "judge", "instantiate"} <= known
     for stage in ("templatize", "judge", "instantiate"):
-        assert set(config[stage]) - {"augment"} <= known and Path(config[stage]["input"]).name == f"{stage}.jsonl"
+        assert set(config[stage]) - {"augment", "ship_if_better_than_prompted"} <= known and Path(config[stage]["input"]).name == f"{stage}.jsonl"

@@ -7,7 +7,9 @@ section may hold `augment:`: then the gold-only student samples candidates for a
 (and the judge student) keep the good ones, a second student trains on gold + those, and the one that scores
 better on the dev split is the stage's student. Work folders go under DIR; with `--ship FOLDER` each chosen
 student's adapter, card and `student.json` are copied to FOLDER/<stage>/ (the package's `students/`), and
-FOLDER/students.json records what was chosen and why.
+FOLDER/students.json records what was chosen and why. A student is shipped only when it beats the prompted
+embedded model (no adapter, the stage's default format and decoding) on the same dev split; otherwise `adapter:
+auto` keeps the prompted model for that stage (`ship_if_better_than_prompted: false` in a section skips the check).
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ def _best(student: Path) -> float:
     return json.loads((student / "student.json").read_text())["best"]["score"]
 
 
+def _prompted(stage: str, student: Path, work: Path, progress: bool) -> dict[str, Any] | None:
+    """The student's base model prompted (no adapter, the stage's `auto` format and defaults) on the student's
+    dev split, scored like the student: a student that does not beat it is not shipped."""
+    from fineinstructions.gold.evaluate import goldeval
+    from fineinstructions.llm import LLMConfig
+    from fineinstructions.recipe import BY_NAME
+    from fineinstructions.stages.distill import selection_score
+
+    meta = json.loads((student / "student.json").read_text())
+    if not meta.get("dev"):
+        return None
+    dev, where = meta["dev"], str(work / f"{stage}-prompted")
+    llm = LLMConfig(model=meta["settings"].get("base_model"), adapter="none", cache=False)
+    cfg = BY_NAME[stage].config(output=where, llm=llm, progress=progress)
+    metrics = goldeval(stage, cfg, dev, where, progress=progress)
+    return {"dev_score": selection_score(stage, metrics),
+            "dev_metrics": {k: metrics[k] for k in ("n", *metrics["definitions"])}}
+
+
 def run_students(config: dict[str, Any], output: str, ship: str | None = None) -> dict[str, Any]:
     from fineinstructions.stages.distill import DistillConfig
     from fineinstructions.stages.distill import run as distill
@@ -62,6 +83,7 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
     for stage in (s for s in ORDER if s in config):
         section = dict(config[stage] or {})
         aug = section.pop("augment", None)
+        check_prompted = section.pop("ship_if_better_than_prompted", True)
         base = {**shared, **section, "stage": stage}
         gold_only = work / f"{stage}-gold"
         distill(build(DistillConfig, {**base, "output": str(gold_only)}, where=f"students config [{stage}]"))
@@ -83,10 +105,18 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
                                    "outcomes": stats["outcomes"]}
             if record["augmented"]["dev_score"] > record["gold_only"]["dev_score"]:
                 record["shipped"] = str(augmented)
+        if check_prompted:
+            record["prompted"] = _prompted(stage, gold_only, work, base.get("progress", True))
+            best = max(v["dev_score"] for k, v in record.items() if k in ("gold_only", "augmented"))
+            if record["prompted"] and record["prompted"]["dev_score"] >= best:
+                record["shipped"] = None  # `adapter: auto` falls back to the prompted model for this stage
         chosen[stage] = record
     if ship:
         for stage, record in chosen.items():
             dest = Path(ship) / stage
+            if record["shipped"] is None:
+                shutil.rmtree(dest, ignore_errors=True)
+                continue
             with atomic.staged_dir(dest) as tmp:
                 for name in SHIPPED_FILES:
                     shutil.copy2(Path(record["shipped"]) / name, tmp / name)

@@ -37,11 +37,16 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Request:
-    """Either chat `messages` or a raw `prompt` (completion mode), never both."""
+    """Either chat `messages` or a raw `prompt` (completion mode), never both.
+
+    `copy_source`: text that `<excerpt>` tags in the answer must copy verbatim, exactly as the answer has to write
+    it (a JSON-answer format gives the JSON-escaped document). Backends that can constrain decoding (transformers:
+    `copy_constraint.py`) keep every open excerpt inside it; the others ignore it."""
 
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
+    copy_source: str | None = None
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
@@ -56,11 +61,14 @@ class Request:
         return cls(prompt=prompt, params=params or SamplingParams())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "messages": [dict(m) for m in self.messages] if self.messages is not None else None,
             "prompt": self.prompt,
             "params": self.params.to_dict(),
         }
+        if self.copy_source is not None:  # only then: the cache keys of unconstrained requests stay as they were
+            d["copy_source"] = self.copy_source
+        return d
 
 
 @dataclass

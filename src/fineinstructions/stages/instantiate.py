@@ -14,7 +14,9 @@ excerpts are resolved in that window.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Iterable
 from functools import partial
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.excerpts import close_open_excerpt, expand_excerpts, seed_words
 from fineinstructions.llm import LLMConfig, fingerprint, preflight
-from fineinstructions.llm.base import Completion
+from fineinstructions.llm.base import Completion, Request
 from fineinstructions.parsing import is_null_answer
 from fineinstructions.pipeline.documents import (DocumentOptions, UniqueIds, duplicate_ids, group_by, open_documents,
                                                  rank_shards)
@@ -50,12 +52,18 @@ class InstantiateConfig(DocumentOptions):
     max_document_chars: int | None = option(
         None, "show the model at most this many characters of each document, centred on the chunk that matched "
               "(default: the whole document)")
+    copy_excerpts: bool = option(
+        True, "constrain decoding so that text inside <excerpt> tags can only copy the document (transformers "
+              "backend; other backends ignore it)")
     min_grounding: float = option(0.8, "min share of the answer's characters copied from the document by excerpts")
     best_of: int = option(1, "candidates per pair (1 greedy + n-1 sampled); the first that passes every check is kept")
     temperature: float = option(0.8, "sampling temperature of the extra candidates")
     seed: int = option(0, "seed of the sampled candidates")
     batch_size: int = option(4, "documents per generate call (each brings its matched templates)")
     llm: LLMConfig = option(factory=LLMConfig)
+
+
+_EXCERPT_MARKUP = re.compile(r"<\s*/?\s*excerpt\s*>|<\s*(?:\.{2,}|…)\s*>", re.I)
 
 
 def grounding_bucket(g: float) -> str:
@@ -80,7 +88,7 @@ class Instantiator(LLMStep):
         self.format = resolve_format("instantiate", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
-                                              cfg.max_document_chars)
+                                              cfg.max_document_chars, *(["copy"] if cfg.copy_excerpts else []))
 
     def setup(self, rank: int) -> None:
         world = self.cfg.tasks
@@ -126,7 +134,7 @@ class Instantiator(LLMStep):
     def instantiate(self, jobs: list[tuple[dict, str]]) -> Iterable[Outcome]:
         """Fill each `(row, window)` job's `row["template"]` from its window: best-of candidates, the format's
         follow-up pass, excerpt expansion and every check; one outcome per job (also what `goldeval` runs)."""
-        requests = [self.format.render({"template": base["template"], "document": window}, p)
+        requests = [self._copying(self.format.render({"template": base["template"], "document": window}, p), window)
                     for base, window in jobs for p in self.params]
         seeds = [partial(seed_words, window) for _, window in jobs for _ in self.params]
         completions = self.generate_format(self.format, requests, seeds)
@@ -137,6 +145,14 @@ class Instantiator(LLMStep):
             if fields.get("grounding") is not None:
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason
+
+    def _copying(self, request: Request, window: str) -> Request:
+        """The request with its window as copy source, written as the answer must write it (JSON-escaped for a
+        JSON answer), when `copy_excerpts` is on."""
+        if not self.cfg.copy_excerpts:
+            return request
+        source = json.dumps(window, ensure_ascii=False)[1:-1] if self.format.parser == "json" else window
+        return dataclasses.replace(request, copy_source=source)
 
     def evaluate(self, c: Completion, base: dict, window: str) -> Outcome:
         """Parse, expand and check one answer: (row, reject reason or None)."""
@@ -160,6 +176,8 @@ class Instantiator(LLMStep):
         base["answer_raw"] = answer.strip()
         if ANY_TAG.search(instruction):
             return base, "unfilled_slot"
+        if _EXCERPT_MARKUP.search(instruction):  # the instruction quoted the document instead of filling slots
+            return base, "excerpt_in_instruction"
         expansion = expand_excerpts(close_open_excerpt(answer.strip()), window)
         base["excerpts"] = expansion.excerpts
         if expansion.reason:
