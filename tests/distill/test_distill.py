@@ -66,10 +66,11 @@ def test_each_epoch_is_scored_on_dev_and_the_best_is_kept(tmp_path, tiny_model):
                for h in meta["history"])
     assert meta["best"]["score"] == max(h["score"] for h in meta["history"])
     assert (out / "eval" / "epoch-2" / "predictions.jsonl").is_file()
-    # the same command again finds its settings and its finished epochs: nothing to train
+    # the same command again finds its settings and its finished epochs: nothing to train, the time is kept
     assert main(["distill", "--stage", "templatize", "--input", str(teacher), "--output", str(out),
                  "--base-model", str(tiny_model), "--epochs", "2", "--batch-size", "2", "--no-progress"]) == 0
     assert len(losses(out)) == 4
+    assert json.loads((out / "student.json").read_text())["seconds"] == meta["seconds"] > 0
     # other settings are refused unless --overwrite
     assert main(["distill", "--stage", "templatize", "--input", str(teacher), "--output", str(out),
                  "--base-model", str(tiny_model), "--epochs", "3", "--no-progress"]) == 2
@@ -204,3 +205,15 @@ def test_the_target_loss_equals_the_full_logits_loss(tmp_path, tiny_model):
         shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE).reshape(-1)
         full = F.cross_entropy(logits.reshape(-1, logits.size(-1)), shifted, ignore_index=IGNORE, reduction="sum")
     assert count == int((shifted != IGNORE).sum()) > 0 and float(loss) == pytest.approx(float(full), rel=1e-5)
+
+
+def test_balance_repeats_rarer_judge_scores_up_to_the_commonest(tmp_path, tiny_model):
+    from collections import Counter
+
+    teacher = few("judge", "train", 12, tmp_path)
+    scores = Counter(json.loads(line)["score"] for line in teacher.read_text().splitlines())
+    out = tmp_path / "student"
+    assert main(["distill", "--stage", "judge", "--input", str(teacher), "--output", str(out), "--balance",
+                 "--base-model", str(tiny_model), "--epochs", "1", "--batch-size", "4", "--no-progress"]) == 0
+    meta = json.loads((out / "student.json").read_text())
+    assert meta["teacher"]["examples"] == len(scores) * max(scores.values()) and meta["settings"]["balance"]

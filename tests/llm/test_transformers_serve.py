@@ -80,7 +80,8 @@ def few(stage: str, tmp_path: Path, n: int) -> Path:
 
 
 def predictions(stage: str, llm: LLMConfig, gold: Path, out: Path) -> list[tuple]:
-    cfg = BY_NAME[stage].config(output=str(out), prompt_format=FORMATS[stage], llm=llm, progress=False)
+    extra = {"copy_excerpts": False} if stage == "instantiate" else {}  # a server does not constrain copying
+    cfg = BY_NAME[stage].config(output=str(out), prompt_format=FORMATS[stage], llm=llm, progress=False, **extra)
     goldeval(stage, cfg, str(gold), str(out), progress=False)
     rows = [json.loads(line) for line in (out / "predictions.jsonl").open()]
     keys = {"templatize": ("template",), "instantiate": ("instruction", "answer"), "judge": ("score",)}[stage]

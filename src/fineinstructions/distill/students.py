@@ -44,8 +44,11 @@ def _pool(stage: str, spec: dict[str, Any], work: Path) -> Path:
     return path
 
 
-def _best(student: Path) -> float:
-    return json.loads((student / "student.json").read_text())["best"]["score"]
+def _best(student: Path) -> dict[str, Any]:
+    """The student's best epoch on dev, as students.json records it."""
+    meta = json.loads((student / "student.json").read_text())
+    return {"dev_score": meta["best"]["score"], "dev_metrics": meta["best"]["metrics"], "epoch": meta["best"]["epoch"],
+            "train_seconds": meta.get("seconds")}
 
 
 def _prompted(stage: str, student: Path, work: Path, progress: bool) -> dict[str, Any] | None:
@@ -87,7 +90,7 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
         base = {**shared, **section, "stage": stage}
         gold_only = work / f"{stage}-gold"
         distill(build(DistillConfig, {**base, "output": str(gold_only)}, where=f"students config [{stage}]"))
-        record = {"gold_only": {"dev_score": _best(gold_only)}, "shipped": str(gold_only)}
+        record = {"gold_only": _best(gold_only), "shipped": gold_only.name}
         if aug:
             aug = dict(aug)
             pool = _pool(stage, {k: aug.pop(k) for k in ("queries", "per_source", "documents", "splits",
@@ -96,15 +99,15 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
             judge = chosen.get("judge", {}).get("shipped")
             stats = augment(build(DistillAugmentConfig, {
                 "stage": stage, "student": str(gold_only), "input": str(pool), "output": str(examples),
-                **({"judge_student": judge} if stage == "instantiate" else {}), "progress": base.get("progress", True),
+                **({"judge_student": str(work / judge)} if stage == "instantiate" and judge else {}), "progress": base.get("progress", True),
                 **aug}, where=f"students config [{stage}.augment]"))
             augmented = work / f"{stage}-augmented"
             distill(build(DistillConfig, {**base, "output": str(augmented), "augment": str(examples)},
                           where=f"students config [{stage}]"))
-            record["augmented"] = {"dev_score": _best(augmented), "examples": stats["examples"],
+            record["augmented"] = {**_best(augmented), "examples": stats["examples"],
                                    "outcomes": stats["outcomes"]}
             if record["augmented"]["dev_score"] > record["gold_only"]["dev_score"]:
-                record["shipped"] = str(augmented)
+                record["shipped"] = augmented.name
         if check_prompted:
             record["prompted"] = _prompted(stage, gold_only, work, base.get("progress", True))
             best = max(v["dev_score"] for k, v in record.items() if k in ("gold_only", "augmented"))
@@ -119,6 +122,6 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
                 continue
             with atomic.staged_dir(dest) as tmp:
                 for name in SHIPPED_FILES:
-                    shutil.copy2(Path(record["shipped"]) / name, tmp / name)
+                    shutil.copy2(work / record["shipped"] / name, tmp / name)
         atomic.write_json(Path(ship) / "students.json", chosen)
     return chosen

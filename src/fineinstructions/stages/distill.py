@@ -53,6 +53,8 @@ class DistillConfig:
     lora_r: int = option(8, "LoRA rank")
     lora_alpha: int = option(16, "LoRA alpha")
     lora_dropout: float = option(0.05, "LoRA dropout")
+    balance: bool = option(False, "repeat the examples of rarer targets (judge: scores) until each is as common as "
+                                  "the commonest; a small judge otherwise learns the prior and rarely writes 4 or 5")
     init_adapter: str | None = option(None, "start from this LoRA adapter (a finished student: more epochs or more "
                                             "data) instead of a fresh one; its rank and targets are kept")
     documents: str | None = option(None, "instantiate from a stage folder: the documents it read (jsonl/parquet)")
@@ -86,11 +88,29 @@ def student_llm(student: str | Path, base_model: str | None = None, method: str 
     return LLMConfig(model=str(student), adapter="none", cache=False)
 
 
+def balanced(examples: list) -> list:
+    """Every distinct target repeated (whole copies first, then a seeded sample of the rest) up to the count of the
+    commonest one. Meant for the judge, whose targets are a handful of scores."""
+    import random
+
+    groups: dict[str, list] = {}
+    for e in examples:
+        groups.setdefault(e.target, []).append(e)
+    top = max(len(g) for g in groups.values())
+    out = []
+    for target, group in sorted(groups.items()):
+        whole, rest = divmod(top, len(group))
+        out += group * whole + random.Random(target).sample(group, rest)
+    return out
+
+
 def _same_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> bool:
-    """A key missing on one side counts as None: a setting added in a later version (default None) does not make
-    a finished student look like it was trained otherwise."""
+    """A key missing on one side counts as its default: a setting added in a later version does not make a
+    finished student look like it was trained otherwise."""
+    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)
+                if f.default is not dataclasses.MISSING}
     now = json.loads(json.dumps(settings, default=str))
-    return all(recorded.get(k) == now.get(k) for k in set(recorded) | set(now))
+    return all(recorded.get(k, defaults.get(k)) == now.get(k, defaults.get(k)) for k in set(recorded) | set(now))
 
 
 def default_dev(stage: str, teacher: Path) -> Path | None:
@@ -147,6 +167,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     examples = list(teacher.examples)
     if cfg.augment:
         examples += read_examples(cfg.augment)
+    if cfg.balance:
+        examples = balanced(examples)
     if not examples:
         raise UserError(f"no training examples in {cfg.input} (skipped: {dict(teacher.skipped)})")
     model, tokenizer, base_id = load_model(cfg.base_model)
@@ -167,6 +189,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
         keep = {k: metrics[k] for k in ("n", *metrics["definitions"])}
         return selection_score(cfg.stage, metrics), keep
 
+    previous = json.loads((out / "student.json").read_text()).get("seconds") if (out / "student.json").is_file() else None
     result = fit(model, tokenizer, data, out=out, method=cfg.method, epochs=cfg.epochs, lr=cfg.lr,
                  batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, warmup=cfg.warmup, seed=cfg.seed,
                  evaluate=evaluate, progress=cfg.progress)
@@ -178,7 +201,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
             "base_model_id": base_id, "input": cfg.input, "augment": cfg.augment, "dev": str(dev) if dev else None,
             "teacher": {"examples": len(examples), "trained_on": len(data), "too_long": too_long,
                         **{f"skipped_{k}": v for k, v in teacher.skipped.items()}},
-            "settings": settings, "history": result["history"], "best": best, "seconds": result["seconds"],
+            "settings": settings, "history": result["history"], "best": best,
+            "seconds": max(result["seconds"] or 0.0, previous or 0.0),  # a finished student rerun keeps its time
             "machine": f"{os.cpu_count()} CPU cores" + (" + CUDA" if torch.cuda.is_available() else "")}
     atomic.write_json(out / "student.json", meta, default=str)
     atomic.write_text(out / "README.md", model_card(meta))
