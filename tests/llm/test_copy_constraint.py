@@ -9,15 +9,16 @@ import pytest
 
 from fineinstructions.excerpts import expand_excerpts
 from fineinstructions.llm.base import Request, SamplingParams
-from fineinstructions.llm.copy_constraint import MAX_EXCERPTS, OPEN, TokenTrie, _Row, opened_excerpt, token_bytes
+from fineinstructions.llm.copy_constraint import MAX_EXCERPTS, OPEN, ExcerptTrie, _Row, opened_excerpt
+from fineinstructions.llm.token_trie import token_bytes
 
 DOC = ("The Eiffel Tower is a wrought-iron lattice tower in Paris. It is named after the engineer Gustave Eiffel, "
        "whose company designed and built it from 1887 to 1889. The tower is 330 metres tall. Māori \"quotes\" too.")
 
 
 @pytest.fixture(scope="module")
-def trie(smollm) -> TokenTrie:
-    return TokenTrie(token_bytes(smollm.tokenizer))
+def trie(smollm) -> ExcerptTrie:
+    return ExcerptTrie(token_bytes(smollm.tokenizer))
 
 
 def _ids(smollm, text: str) -> list[int]:
@@ -124,3 +125,4 @@ def test_the_instruction_before_any_quote_gets_no_excerpt_markup(trie):
     _, after_angle = _row(trie, DOC, '{"instantiated_instruction": "Is x <').allowed()
     assert {trie.tokens[t] for t in after_angle} >= {b"/", b"...", b"."}
     assert not {trie.tokens[t] for t in after_angle} & {b"unk", b" 5"}
+

@@ -126,3 +126,28 @@ def test_missing_inputs_are_clear_errors(tmp_path):
         run(InstantiateConfig(input=str(tmp_path), documents="x", output=str(tmp_path / "o")))
     with pytest.raises(UserError, match="run the match stage first"):
         run(InstantiateConfig(input=str(tmp_path), templates=str(tmp_path), documents="x", output=str(tmp_path / "o")))
+
+
+@pytest.mark.parametrize("prompt_format", ["compact", "fewshot-completion"])
+def test_requests_carry_the_constraints_as_the_answer_must_write_them(tmp_path, prompt_format):
+    from fineinstructions.llm import LLMConfig
+    from fineinstructions.stages.instantiate import Instantiator
+
+    window = 'He said "yes".\nThen left.'
+    template = 'why did <fi>a person</fi> say "yes"'
+    make = lambda **kw: Instantiator(InstantiateConfig(output=str(tmp_path), prompt_format=prompt_format,  # noqa: E731
+                                                       llm=LLMConfig(adapter="none"), **kw), k=5)
+    step = make(fill_slots=True)
+    req = step._constrained(step.format.render({"template": template, "document": window}, step.params[0]),
+                            window, template)
+    if prompt_format == "compact":  # JSON answer: escaped window, the instruction key opens the instruction
+        assert req.copy_source == json.dumps(window)[1:-1]
+        assert req.fill_template == ('{"instantiated_instruction": "', json.dumps(template)[1:-1], '"')
+    else:  # labelled lines: raw window, the instruction runs from "Instruction:" to the line end
+        assert req.copy_source == window and req.fill_template == (" ", template, "\n")
+    plain = make(copy_excerpts=False)  # both off (fill_slots is off by default): nothing is constrained
+    assert plain.cfg.fill_slots is False
+    req = plain._constrained(plain.format.render({"template": template, "document": window}, plain.params[0]),
+                             window, template)
+    assert req.copy_source is None and req.fill_template is None
+    assert step.prompt_fingerprint != plain.prompt_fingerprint != make().prompt_fingerprint

@@ -41,12 +41,15 @@ class Request:
 
     `copy_source`: text that `<excerpt>` tags in the answer must copy verbatim, exactly as the answer has to write
     it (a JSON-answer format gives the JSON-escaped document). Backends that can constrain decoding (transformers:
-    `copy_constraint.py`) keep every open excerpt inside it; the others ignore it."""
+    `copy_constraint.py`) keep every open excerpt inside it; the others ignore it. `fill_template` likewise makes
+    the instruction follow a template, its slots filled from `copy_source`."""
 
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
     copy_source: str | None = None
+    #: (text before, template, text after) the instruction must follow, slots filled from `copy_source`
+    fill_template: tuple[str, str, str] | None = None
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
@@ -68,6 +71,8 @@ class Request:
         }
         if self.copy_source is not None:  # only then: the cache keys of unconstrained requests stay as they were
             d["copy_source"] = self.copy_source
+        if self.fill_template is not None:
+            d["fill_template"] = list(self.fill_template)
         return d
 
 

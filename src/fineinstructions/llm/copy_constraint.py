@@ -5,74 +5,32 @@ such answer is rejected afterwards because its excerpt is not in the document (o
 135M instantiate student's failures were `excerpt_missing` or `excerpt_malformed`). Decoding can rule that out. While
 an excerpt is open, the only tokens allowed are those that continue a span of the document, close the tag, or (once
 per tag) elide the middle with `<...>`, after which the END words must come later in the document. The model still
-chooses *which* span to quote and when to stop; it just cannot misquote. Outside excerpts nothing is constrained.
+chooses *which* span to quote and when to stop; it just cannot misquote. Outside excerpts only tag syntax is ruled:
+no stray `</excerpt>` or `<...>`, and at most `MAX_EXCERPTS` quotes.
 
 Everything works on bytes, so it does not matter how the tokenizer splits words: every token's bytes go into a trie,
 and the allowed next tokens are the trie paths along the document bytes that follow the current fragment. The
 source is matched as the model must write it: a JSON-answer format passes the JSON-escaped document.
+
+A request may also carry the template its instruction must follow (`template_fill.py`).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from fineinstructions.llm.template_fill import TemplateFill
+from fineinstructions.llm.token_trie import WORD_BEFORE, TokenTrie, is_word
 
 OPEN, CLOSE, ELISION = b"<excerpt>", b"</excerpt>", b"<...>"
 #: excerpts per answer; a small model otherwise loops on quote after quote (97 % of gold answers need <= 4)
 MAX_EXCERPTS = 4
 _MAX_POSITIONS = 64  # continuation points looked at per step; a fragment this common is not worth more
-_WORD_BEFORE = frozenset(b" \t\n\r(\"'[")
 
 
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """The inverse of GPT-2's byte-to-printable-character table (byte-level BPE writes every byte as one char)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    chars, extra = list(printable), 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars)}
-
-
-def token_bytes(tokenizer) -> list[bytes | None]:
-    """Each token id's bytes (None for special tokens): byte-level BPE (GPT-2, SmolLM, Llama 3, Qwen) or
-    SentencePiece with byte fallback ("▁" is a space, "<0x0A>" a byte)."""
-    special = set(tokenizer.all_special_ids)
-    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    decoder = _byte_decoder()
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    byte_level = backend is not None and "ByteLevel" in repr(backend.decoder)
-    out: list[bytes | None] = []
-    for i, piece in enumerate(pieces):
-        if i in special or piece is None:
-            out.append(None)
-        elif byte_level:
-            try:
-                out.append(bytes(decoder[c] for c in piece))
-            except KeyError:  # an added token outside the byte alphabet
-                out.append(piece.encode("utf-8"))
-        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-            out.append(bytes([int(piece[3:5], 16)]))
-        else:
-            out.append(piece.replace("▁", " ").encode("utf-8"))
-    return out
-
-
-class TokenTrie:
-    """Token ids by their bytes, to list every token that is a prefix of some text in one walk."""
+class ExcerptTrie(TokenTrie):
+    """The token trie plus the token sets the excerpt rules need, computed once per tokenizer."""
 
     def __init__(self, tokens: list[bytes | None]):
-        self.root: dict = {}
-        self.tokens = tokens
-        for tid, b in enumerate(tokens):
-            if not b:
-                continue
-            node = self.root
-            for byte in b:
-                node = node.setdefault(byte, {})
-            node.setdefault(-1, []).append(tid)
+        super().__init__(tokens)
         # tokens that copy a few bytes and then start a tag, e.g. ".</": (id, copied part, tag part)
         self.mixed = [(tid, b[:k], b[k:]) for tid, b in enumerate(tokens) if b
                       for k in range(1, len(b)) if b[k] == ord("<") and (CLOSE.startswith(b[k:]) or ELISION.startswith(b[k:]))]
@@ -83,44 +41,29 @@ class TokenTrie:
         self.stray_tags = frozenset(tid for tid, b in enumerate(tokens)
                                     if b and (b"</" in b or b"<." in b or "<…".encode() in b))
 
-    def prefixes(self, text: bytes, start: int = 0) -> list[int]:
-        """Ids of every token whose bytes equal text[start:start+n] for some n >= 1."""
-        found: list[int] = []
-        node = self.root
-        for byte in text[start:start + 64]:
-            node = node.get(byte)
-            if node is None:
-                break
-            found.extend(node.get(-1, ()))
-        return found
-
-    @lru_cache(maxsize=64)
-    def extensions(self, text: bytes) -> tuple[int, ...]:
-        """Ids of every token whose bytes start with `text` (a tag's rest, then whatever the token carries on)."""
-        node = self.root
-        for byte in text:
-            node = node.get(byte)
-            if node is None:
-                return ()
-        found, stack = [], [node]
-        while stack:
-            n = stack.pop()
-            for key, child in n.items():
-                if key == -1:
-                    found.extend(child)
-                else:
-                    stack.append(child)
-        return tuple(found)
-
 
 class _Row:
     """One row's copy source and the bytes it generated so far (starting with the tag the prompt left open)."""
 
-    def __init__(self, trie: TokenTrie, source: bytes, opened: bytes | None):
+    def __init__(self, trie: ExcerptTrie, source: bytes, opened: bytes | None,
+                 template: tuple[str, str, str] | None = None):
         self.trie, self.source = trie, source
         self.generated = bytearray(OPEN + opened if opened is not None else b"")
-        self.word_starts = [p for p in range(len(source)) if source[p] not in _WORD_BEFORE
-                            and (p == 0 or source[p - 1] in _WORD_BEFORE or source[p - 2:p] == b"\\n")]
+        self.word_starts = [p for p in range(len(source)) if source[p] not in WORD_BEFORE
+                            and (p == 0 or source[p - 1] in WORD_BEFORE or source[p - 2:p] == b"\\n")]
+        self.template = TemplateFill(*template, source, self.word_starts) if template else None
+
+    def add(self, data: bytes) -> None:
+        """One more generated token's bytes."""
+        self.generated += data
+        if self.template is not None and not self.template.advance(data):
+            self.template = None  # the instruction is written (or left the rules): the excerpt rules take over
+
+    def next_tokens(self) -> tuple[set[int] | None, frozenset[int]]:
+        """`allowed()`, or the template's tokens while the instruction is being written."""
+        if self.template is not None:
+            return self.template.allowed(self.trie) or None, frozenset()
+        return self.allowed()
 
     def allowed(self) -> tuple[set[int] | None, frozenset[int]]:
         """(the only tokens allowed next or None, tokens banned next): inside an open excerpt only copying and the
@@ -162,7 +105,7 @@ class _Row:
     def _may_end(self, frag: bytes, ends: list[int], elided: bool) -> bool:
         """A fragment may be closed when it ends on a word boundary and points to one place: START (or a whole
         quote) occurs once in the document; END, which expands to its nearest occurrence, has two words or more."""
-        if not frag.strip() or not all(p >= len(self.source) or not _is_word(self.source[p]) for p in ends):
+        if not frag.strip() or not all(p >= len(self.source) or not is_word(self.source[p]) for p in ends):
             return False
         return b" " in frag.strip() if elided and len(ends) > 1 else len(ends) == 1
 
@@ -199,10 +142,6 @@ class _Row:
         return ids
 
 
-def _is_word(byte: int) -> bool:
-    return chr(byte).isalnum() or byte >= 0x80
-
-
 def opened_excerpt(prompt: str) -> bytes | None:
     """The text after an `<excerpt>` the prompt leaves open (a follow-up pass that starts the answer's quote)."""
     data = prompt.encode("utf-8")
@@ -217,9 +156,12 @@ class ExcerptCopier:
 
     Must run before any sampler, so that sampled candidates obey the same rule as greedy ones."""
 
-    def __init__(self, trie: TokenTrie, sources: list[str | None], prompts: list[str]):
+    def __init__(self, trie: ExcerptTrie, sources: list[str | None], prompts: list[str],
+                 templates: list[tuple[str, str, str] | None] | None = None):
         self.trie = trie
-        self.rows = [_Row(trie, s.encode("utf-8"), opened_excerpt(p)) if s else None for s, p in zip(sources, prompts)]
+        templates = templates or [None] * len(sources)
+        self.rows = [_Row(trie, s.encode("utf-8"), opened_excerpt(p), t) if s else None
+                     for s, p, t in zip(sources, prompts, templates)]
         self.start: int | None = None
 
     def __call__(self, input_ids, scores):
@@ -231,8 +173,8 @@ class ExcerptCopier:
             if row is None:
                 continue
             if input_ids.shape[1] > self.start:
-                row.generated += self.trie.tokens[int(input_ids[i, -1])] or b""
-            allowed, banned = row.allowed()
+                row.add(self.trie.tokens[int(input_ids[i, -1])] or b"")
+            allowed, banned = row.next_tokens()
             if allowed:
                 keep = torch.tensor(sorted(a for a in allowed if a < scores.shape[-1]), device=scores.device)
                 masked = torch.full_like(scores[i], float("-inf"))

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fineinstructions.llm.base import Completion, LLMBackend, OnResult, Request, SamplingParams, request_seed
-from fineinstructions.llm.copy_constraint import ExcerptCopier, TokenTrie, token_bytes
+from fineinstructions.llm.copy_constraint import ExcerptCopier, ExcerptTrie
+from fineinstructions.llm.token_trie import token_bytes
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -167,7 +168,7 @@ class TransformersBackend(LLMBackend):
         self.batch_size = batch_size
         self.min_prefix_tokens = min_prefix_tokens
         self._prefix = None  # (token ids, KV cache) of the last shared prompt prefix
-        self._copy_trie: TokenTrie | None = None
+        self._copy_trie: ExcerptTrie | None = None
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 0) or 4096)
 
     # -- prompt rendering -------------------------------------------------------------------------------------
@@ -194,14 +195,14 @@ class TransformersBackend(LLMBackend):
             for s in range(0, len(idxs), self.batch_size):
                 batch = idxs[s : s + self.batch_size]
                 seeds = [request_seed(requests[i]) for i in batch]
-                sources = [requests[i].copy_source for i in batch]
+                sources = [(requests[i].copy_source, requests[i].fill_template) for i in batch]
                 for i, c in zip(batch, self._generate_safe([texts[i] for i in batch], params, seeds, sources)):
                     out[i] = c
                     on_result(i, c)
         return out  # type: ignore[return-value]
 
     def _generate_safe(self, prompts: list[str], params: SamplingParams, seeds: list[int | None],
-                       sources: list[str | None]) -> list[Completion]:
+                       sources: list[tuple]) -> list[Completion]:
         """One bad prompt (too long, odd tokens) must not fail its batch-mates: retry them one by one."""
         try:
             return self._generate_batch(prompts, params, seeds, sources)
@@ -211,7 +212,8 @@ class TransformersBackend(LLMBackend):
             return [c for p, s, src in zip(prompts, seeds, sources) for c in self._generate_safe([p], params, [s], [src])]
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams, seeds: list[int | None],
-                        sources: list[str | None]) -> list[Completion]:
+                        sources: list[tuple]) -> list[Completion]:
+        """`sources`: each request's (copy_source, fill_template) for constrained copying."""
         import torch
 
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -229,8 +231,9 @@ class TransformersBackend(LLMBackend):
             gen_kwargs = dict(max_new_tokens=params.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
                               do_sample=False, temperature=None, top_p=None, top_k=None)
             processors = []
-            if any(sources[j] for j in keep):  # excerpts copy their source verbatim (before any sampling)
-                processors.append(ExcerptCopier(self._trie(), [sources[j] for j in keep], [prompts[j] for j in keep]))
+            if any(sources[j][0] for j in keep):  # excerpts copy their source verbatim (before any sampling)
+                processors.append(ExcerptCopier(self._trie(), [sources[j][0] for j in keep], [prompts[j] for j in keep],
+                                                [sources[j][1] for j in keep]))
             if params.temperature > 0:  # each row draws from its own seeded generator (see `RowSampler`)
                 row_seeds = [seeds[j] if seeds[j] is not None else 0 for j in keep]
                 processors.append(RowSampler(row_seeds, params.temperature, params.top_p))
@@ -245,10 +248,10 @@ class TransformersBackend(LLMBackend):
                 results[j] = self._decode(new_tokens[row].tolist(), len(ids[j]), params)
         return [results[j] for j in range(len(prompts))]
 
-    def _trie(self) -> TokenTrie:
+    def _trie(self) -> ExcerptTrie:
         """The tokenizer's byte trie for constrained copying, built on first use (~1 s)."""
         if self._copy_trie is None:
-            self._copy_trie = TokenTrie(token_bytes(self.tokenizer))
+            self._copy_trie = ExcerptTrie(token_bytes(self.tokenizer))
         return self._copy_trie
 
     def _pack(self, ids: list[list[int]]):

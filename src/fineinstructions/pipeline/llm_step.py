@@ -103,7 +103,8 @@ class LLMStep(StageStep):
         heads = [c.text.split("\n", 1)[0] for c in first]
         todo = [i for i, c in enumerate(first) if c.ok]
         followups = {i: fmt.followup.replace("{seed}", seeds[i](heads[i]) if seeds else "") for i in todo}
-        second = self.generate([dataclasses.replace(requests[i], prompt=requests[i].prompt + heads[i] + followups[i])
+        second = self.generate([dataclasses.replace(requests[i], prompt=requests[i].prompt + heads[i] + followups[i],
+                                                    fill_template=None)  # the instruction is written by now
                                 for i in todo])
         out = list(first)
         for i, c in zip(todo, second):

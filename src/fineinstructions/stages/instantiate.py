@@ -55,6 +55,10 @@ class InstantiateConfig(DocumentOptions):
     copy_excerpts: bool = option(
         True, "constrain decoding so that text inside <excerpt> tags can only copy the document (transformers "
               "backend; other backends ignore it)")
+    fill_slots: bool = option(
+        False, "constrain decoding so that the instruction keeps the template's words and fills each slot with "
+               "document words (transformers backend; other backends ignore it). Off by default: the 135M model "
+               "then picks poor fills ('should you put a in a boil')")
     min_grounding: float = option(0.8, "min share of the answer's characters copied from the document by excerpts")
     best_of: int = option(1, "candidates per pair (1 greedy + n-1 sampled); the first that passes every check is kept")
     temperature: float = option(0.8, "sampling temperature of the extra candidates")
@@ -88,7 +92,8 @@ class Instantiator(LLMStep):
         self.format = resolve_format("instantiate", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
-                                              cfg.max_document_chars, *(["copy"] if cfg.copy_excerpts else []))
+                                              cfg.max_document_chars, *(["copy"] if cfg.copy_excerpts else []),
+                                              *(["fill"] if cfg.fill_slots else []))
 
     def setup(self, rank: int) -> None:
         world = self.cfg.tasks
@@ -134,7 +139,8 @@ class Instantiator(LLMStep):
     def instantiate(self, jobs: list[tuple[dict, str]]) -> Iterable[Outcome]:
         """Fill each `(row, window)` job's `row["template"]` from its window: best-of candidates, the format's
         follow-up pass, excerpt expansion and every check; one outcome per job (also what `goldeval` runs)."""
-        requests = [self._copying(self.format.render({"template": base["template"], "document": window}, p), window)
+        requests = [self._constrained(self.format.render({"template": base["template"], "document": window}, p),
+                                      window, base["template"])
                     for base, window in jobs for p in self.params]
         seeds = [partial(seed_words, window) for _, window in jobs for _ in self.params]
         completions = self.generate_format(self.format, requests, seeds)
@@ -146,13 +152,20 @@ class Instantiator(LLMStep):
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason
 
-    def _copying(self, request: Request, window: str) -> Request:
-        """The request with its window as copy source, written as the answer must write it (JSON-escaped for a
-        JSON answer), when `copy_excerpts` is on."""
-        if not self.cfg.copy_excerpts:
+    def _constrained(self, request: Request, window: str, template: str) -> Request:
+        """The request with the constraints the backend should decode under (`llm/copy_constraint.py`): its window
+        as copy source for excerpts (`copy_excerpts`) and the template its instruction follows (`fill_slots`),
+        both written as the output must write them: JSON-escaped, after the instruction key, for a JSON answer;
+        after "Instruction:" up to the line end for labelled lines."""
+        if not (self.cfg.copy_excerpts or self.cfg.fill_slots):
             return request
-        source = json.dumps(window, ensure_ascii=False)[1:-1] if self.format.parser == "json" else window
-        return dataclasses.replace(request, copy_source=source)
+        as_json = self.format.parser == "json"
+        escape = (lambda t: json.dumps(t, ensure_ascii=False)[1:-1]) if as_json else (lambda t: t)
+        fill = None
+        if self.cfg.fill_slots and self.format.parser in ("json", "fields"):
+            key = self.format.fields["instruction"].split("|")[0]
+            fill = (f'{{"{key}": "', escape(template), '"') if as_json else (" ", template, "\n")
+        return dataclasses.replace(request, copy_source=escape(window), fill_template=fill)
 
     def evaluate(self, c: Completion, base: dict, window: str) -> Outcome:
         """Parse, expand and check one answer: (row, reject reason or None)."""

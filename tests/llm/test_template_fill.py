@@ -1,0 +1,68 @@
+"""The instruction follows its template, slots filled from the document (real SmolLM2 tokenizer and model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fineinstructions.llm.base import Request, SamplingParams
+from fineinstructions.llm.copy_constraint import ExcerptTrie, _Row
+from fineinstructions.llm.token_trie import token_bytes
+
+DOC = ("The Eiffel Tower is a wrought-iron lattice tower in Paris. It is named after the engineer Gustave Eiffel, "
+       "whose company designed and built it from 1887 to 1889. The tower is 330 metres tall.")
+
+
+@pytest.fixture(scope="module")
+def trie(smollm) -> ExcerptTrie:
+    return ExcerptTrie(token_bytes(smollm.tokenizer))
+
+
+def _fill(trie, template: str, prefix: str = " ", suffix: str = "\n") -> _Row:
+    return _Row(trie, DOC.encode(), None, (prefix, template, suffix))
+
+
+def _spell(trie, row: _Row, text: str) -> bool:
+    """Feed `text` token by token as the model would; False as soon as a token is not allowed."""
+    data, pos = text.encode(), 0
+    while pos < len(data):
+        allowed, _ = row.next_tokens()
+        if row.template is None:
+            return True
+        step = max((t for t in allowed or () if data.startswith(trie.tokens[t], pos)),
+                   key=lambda t: len(trie.tokens[t]), default=None)
+        if step is None:
+            return False
+        row.add(trie.tokens[step])
+        pos += len(trie.tokens[step])
+    return True
+
+
+def test_the_instruction_keeps_the_template_and_fills_slots_from_the_document(trie):
+    template = "who designed <fi>famous landmark</fi>"
+    assert _spell(trie, _fill(trie, template), " Who designed The Eiffel Tower\n")
+    assert _spell(trie, _fill(trie, template), " who designed Gustave Eiffel?\n")
+    assert not _spell(trie, _fill(trie, template), " who designed famous landmark\n")  # the description stays out
+    assert not _spell(trie, _fill(trie, template), " who built the Eiffel Tower\n")  # the template's words stay
+    assert not _spell(trie, _fill(trie, template), " who designed The Eiff\n")  # a fill ends at a word end
+    assert not _spell(trie, _fill(trie, template), " who designed the Eiffel Tower\n")  # "the Eiffel" is not there
+    assert _spell(trie, _fill(trie, template), " null")  # the template may not fit
+    json_row = _fill(trie, "how tall is <fi>a tower</fi>", '{"instantiated_instruction": "', '"')
+    assert _spell(trie, json_row, '{"instantiated_instruction": "How tall is The tower"')  # "The tower is 330…"
+    assert json_row.template is None  # written: the excerpt rules take over
+
+
+def test_a_fill_never_runs_into_a_dead_end(trie):
+    """Every fill the automaton accepts can still end at a word end within the cap, so decoding never gets stuck."""
+    from fineinstructions.llm.template_fill import MAX_FILL
+
+    fill = _fill(trie, "why <fi>x</fi> matters").template
+    assert fill.fills and all(any(e.startswith(f) for e in fill.ends) for f in fill.fills)
+    assert max(len(e) for e in fill.ends) <= MAX_FILL
+
+
+def test_the_real_model_fills_the_template(smollm):
+    prompt = (f"Document: {DOC}\nTemplate: who designed <fi>famous landmark</fi>\nInstruction:")
+    out, = smollm.generate([Request(prompt=prompt, params=SamplingParams(max_tokens=30, stop=("\n",)), copy_source=DOC,
+                                    fill_template=(" ", "who designed <fi>famous landmark</fi>", "\n"))])
+    text = out.text.strip().rstrip("?")
+    assert text.lower().startswith("who designed ") and text[len("who designed "):] in DOC, out.text
