@@ -27,6 +27,7 @@ from fineinstructions.prompts import available, load_format
 from fineinstructions.stages.instantiate import InstantiateConfig, Instantiator
 from fineinstructions.stages.judge import JudgeConfig, Judge
 from fineinstructions.stages.rephrase import RephraseConfig, Rephraser
+from fineinstructions.pipeline.llm_step import first_passing
 from fineinstructions.stages.templatize import TemplatizeConfig, Templatizer
 from fineinstructions.templates import slots, tag_problem, validate
 
@@ -159,11 +160,14 @@ def templatizer(fmt: str) -> Templatizer:
 
 
 def templatize_outcomes(fmt: str, batch: list[Completion]) -> list[str | None]:
-    """Each reply as one candidate (`judge_candidate`), and the batch as best-of candidates of one query (`pick`)."""
+    """Each reply as one candidate (`judge_candidate`), and the batch as best-of candidates of one query
+    (`first_passing`, then `output_row`)."""
     row = {"query_id": "q", "source": "s", "query": QUERY}
     step = templatizer(fmt)
     outcomes = [step.judge_candidate(row, c) for c in batch]
-    picked, reason = step.pick(row, batch)
+    chosen, = first_passing(1, len(batch), lambda todo: [batch[k] for _, k in todo],
+                            lambda _, c: step.judge_candidate(row, c))
+    picked, reason = step.output_row(row, chosen)
     assert reason == next((r for _, r in outcomes if r is None), outcomes[0][1])
     if reason is None:
         assert validate(picked["template"], QUERY) is None and picked["num_slots"] >= 1

@@ -120,15 +120,33 @@ def candidate_params(fmt: PromptFormat, max_tokens: int | None, best_of: int, te
     """Sampling settings of the `best_of` candidates per input: the format's greedy default, then seeded samples.
 
     Small models fail validation often; drawing a few candidates and keeping the first that passes every check
-    (`first_passing`) is the cheapest way to lift their yield."""
+    (`first_passing`, which samples only where the greedy one failed) is the cheapest way to lift their yield."""
     return [fmt.sampling(max_tokens=max_tokens)] + [
         fmt.sampling(max_tokens=max_tokens, temperature=temperature, seed=seed + k) for k in range(1, best_of)
     ]
 
 
-def first_passing(outcomes: Sequence[tuple[dict, str | None]]) -> tuple[dict, str | None]:
-    """The first candidate with no reject reason; if none passes, the greedy (first) one speaks for the input."""
-    return next((o for o in outcomes if o[1] is None), outcomes[0])
+def first_passing(inputs: int, candidates: int, generate: Callable[[list[tuple[int, int]]], list[Completion]],
+                  judge: Callable[[int, Completion], tuple[dict, str | None]]) -> list[tuple[dict, str | None]]:
+    """Per input, the first candidate with no reject reason; if none passes, the greedy (first) one speaks for it.
+
+    Candidates are drawn lazily: `generate([(input, k), ...])` is asked for candidate k only of the inputs whose
+    candidates 0..k-1 all failed `judge(input, completion)`. The choice is the one generating all of them would
+    give, at a fraction of the cost when most greedy answers pass (best-of 3 used to triple every stage's time)."""
+    chosen: list[tuple[dict, str | None] | None] = [None] * inputs
+    pending = list(range(inputs))
+    for k in range(candidates):
+        if not pending:
+            break
+        failed = []
+        for i, completion in zip(pending, generate([(i, k) for i in pending])):
+            outcome = judge(i, completion)
+            if chosen[i] is None or outcome[1] is None:  # the greedy one, replaced by the first that passes
+                chosen[i] = outcome
+            if outcome[1] is not None:
+                failed.append(i)
+        pending = failed
+    return chosen  # type: ignore[return-value]
 
 
 def resolve_format(stage: str, name: str, llm: LLMConfig, chat: str, completion: str):

@@ -139,15 +139,17 @@ class Instantiator(LLMStep):
     def instantiate(self, jobs: list[tuple[dict, str]]) -> Iterable[Outcome]:
         """Fill each `(row, window)` job's `row["template"]` from its window: best-of candidates, the format's
         follow-up pass, excerpt expansion and every check; one outcome per job (also what `goldeval` runs)."""
-        requests = [self._constrained(self.format.render({"template": base["template"], "document": window}, p),
-                                      window, base["template"])
-                    for base, window in jobs for p in self.params]
-        seeds = [partial(seed_words, window) for _, window in jobs for _ in self.params]
-        completions = self.generate_format(self.format, requests, seeds)
-        n = len(self.params)
-        for j, (base, window) in enumerate(jobs):
-            judged = [self.evaluate(c, {**base, "model_id": self.model_id}, window) for c in completions[j * n:(j + 1) * n]]
-            fields, reason = first_passing(judged)
+        def generate(todo: list[tuple[int, int]]) -> list[Completion]:
+            requests = []
+            for i, k in todo:
+                template, window = jobs[i][0]["template"], jobs[i][1]
+                request = self.format.render({"template": template, "document": window}, self.params[k])
+                requests.append(self._constrained(request, window, template))
+            return self.generate_format(self.format, requests, [partial(seed_words, jobs[i][1]) for i, _ in todo])
+
+        outcomes = first_passing(len(jobs), len(self.params), generate,
+                                 lambda i, c: self.evaluate(c, {**jobs[i][0], "model_id": self.model_id}, jobs[i][1]))
+        for fields, reason in outcomes:
             if fields.get("grounding") is not None:
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason

@@ -56,10 +56,12 @@ class Templatizer(LLMStep):
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params])
 
     def process(self, rows: list[dict]) -> Iterable[Outcome]:
-        completions = self.generate([self.format.render({"query": row["query"]}, p) for row in rows for p in self.params])
-        n = len(self.params)
-        for i, row in enumerate(rows):
-            yield self.pick(row, completions[i * n : (i + 1) * n])
+        def generate(todo: list[tuple[int, int]]) -> list[Completion]:
+            return self.generate([self.format.render({"query": rows[i]["query"]}, self.params[k]) for i, k in todo])
+
+        outcomes = first_passing(len(rows), len(self.params), generate, lambda i, c: self.judge_candidate(rows[i], c))
+        for row, outcome in zip(rows, outcomes):
+            yield self.output_row(row, outcome)
 
     def judge_candidate(self, row: dict, c: Completion) -> tuple[dict, str | None]:
         """Parse and validate one answer: (fields, reject reason or None)."""
@@ -83,8 +85,9 @@ class Templatizer(LLMStep):
             return {**fields, "compatible_document_description": description}, "tag_in_description"
         return {**fields, "compatible_document_description": normalize_whitespace(description)}, None
 
-    def pick(self, row: dict, candidates: list[Completion]) -> Outcome:
-        fields, reason = first_passing([self.judge_candidate(row, c) for c in candidates])
+    def output_row(self, row: dict, outcome: Outcome) -> Outcome:
+        """The chosen candidate as an output row: ids, slot count and alignment added (rejects pass through)."""
+        fields, reason = outcome
         if reason is not None:
             return fields, reason
         fields.pop("raw_output")
