@@ -132,8 +132,8 @@ def _orig_end(view: _View, pos: int) -> int:
     return view.orig_ends[k] + (pos - view.norm_ends[k])
 
 
-def _occurrences(haystack: str, needle: str, start: int = 0) -> Iterator[int]:
-    """Every (possibly overlapping) offset of `needle` in `haystack`; overlaps matter for ambiguity."""
+def occurrences(haystack, needle, start: int = 0) -> Iterator[int]:
+    """Every (possibly overlapping) offset of `needle` in `haystack` (str or bytes); overlaps matter for ambiguity."""
     pos = haystack.find(needle, start)
     while pos != -1:
         yield pos
@@ -146,7 +146,7 @@ def _verbatim_spans(view: _View, content: str) -> set[tuple[int, int]]:
     `max_span_chars` does not apply here: the model wrote the whole text out, so there is no runaway span to cap.
     """
     spans: set[tuple[int, int]] = set()
-    for pos in _occurrences(view.folded, content):
+    for pos in occurrences(view.folded, content):
         spans.add((_orig_start(view, pos), _orig_end(view, pos + len(content))))
         if len(spans) > 1:
             break
@@ -162,7 +162,7 @@ def _elided_spans(view: _View, start: str, end: str, max_span_chars: int) -> set
     spans: set[tuple[int, int]] = set()
     folded = view.folded
     end_pos = -1  # the nearest END found so far; reused while it still lies after the current START
-    for pos in _occurrences(folded, start):
+    for pos in occurrences(folded, start):
         after = pos + len(start)
         if end_pos < after:
             end_pos = folded.find(end, after)

@@ -44,14 +44,17 @@ def _pool(stage: str, spec: dict[str, Any], work: Path) -> Path:
     return path
 
 
-def _best(student: Path) -> dict[str, Any]:
-    """The student's best epoch on dev, as students.json records it."""
-    meta = json.loads((student / "student.json").read_text())
+def _meta(student: Path) -> dict[str, Any]:
+    return json.loads((student / "student.json").read_text())
+
+
+def _best(meta: dict[str, Any]) -> dict[str, Any]:
+    """A student's best epoch on dev (its `student.json`), as students.json records it."""
     return {"dev_score": meta["best"]["score"], "dev_metrics": meta["best"]["metrics"], "epoch": meta["best"]["epoch"],
             "train_seconds": meta.get("seconds")}
 
 
-def _prompted(stage: str, student: Path, work: Path, progress: bool) -> dict[str, Any] | None:
+def _prompted(stage: str, meta: dict[str, Any], work: Path, progress: bool) -> dict[str, Any] | None:
     """The student's base model prompted (no adapter, the stage's `auto` format and defaults) on the student's
     dev split, scored like the student: a student that does not beat it is not shipped."""
     from fineinstructions.gold.evaluate import goldeval
@@ -59,7 +62,6 @@ def _prompted(stage: str, student: Path, work: Path, progress: bool) -> dict[str
     from fineinstructions.recipe import BY_NAME
     from fineinstructions.stages.distill import selection_score
 
-    meta = json.loads((student / "student.json").read_text())
     if not meta.get("dev"):
         return None
     dev, where = meta["dev"], str(work / f"{stage}-prompted")
@@ -90,7 +92,8 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
         base = {**shared, **section, "stage": stage}
         gold_only = work / f"{stage}-gold"
         distill(build(DistillConfig, {**base, "output": str(gold_only)}, where=f"students config [{stage}]"))
-        record = {"gold_only": _best(gold_only), "shipped": gold_only.name}
+        gold_meta = _meta(gold_only)
+        record = {"gold_only": _best(gold_meta), "shipped": gold_only.name}
         if aug:
             aug = dict(aug)
             pool = _pool(stage, {k: aug.pop(k) for k in ("queries", "per_source", "documents", "splits",
@@ -99,17 +102,17 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
             judge = chosen.get("judge", {}).get("shipped")
             stats = augment(build(DistillAugmentConfig, {
                 "stage": stage, "student": str(gold_only), "input": str(pool), "output": str(examples),
-                **({"judge_student": str(work / judge)} if stage == "instantiate" and judge else {}), "progress": base.get("progress", True),
-                **aug}, where=f"students config [{stage}.augment]"))
+                **({"judge_student": str(work / judge)} if stage == "instantiate" and judge else {}),
+                "progress": base.get("progress", True), **aug}, where=f"students config [{stage}.augment]"))
             augmented = work / f"{stage}-augmented"
             distill(build(DistillConfig, {**base, "output": str(augmented), "augment": str(examples)},
                           where=f"students config [{stage}]"))
-            record["augmented"] = {**_best(augmented), "examples": stats["examples"],
+            record["augmented"] = {**_best(_meta(augmented)), "examples": stats["examples"],
                                    "outcomes": stats["outcomes"]}
             if record["augmented"]["dev_score"] > record["gold_only"]["dev_score"]:
                 record["shipped"] = augmented.name
         if check_prompted:
-            record["prompted"] = _prompted(stage, gold_only, work, base.get("progress", True))
+            record["prompted"] = _prompted(stage, gold_meta, work, base.get("progress", True))
             best = max(v["dev_score"] for k, v in record.items() if k in ("gold_only", "augmented"))
             if record["prompted"] and record["prompted"]["dev_score"] >= best:
                 record["shipped"] = None  # `adapter: auto` falls back to the prompted model for this stage

@@ -17,6 +17,9 @@ A request may also carry the template its instruction must follow (`template_fil
 
 from __future__ import annotations
 
+from itertools import islice
+
+from fineinstructions.excerpts import occurrences
 from fineinstructions.llm.template_fill import TemplateFill
 from fineinstructions.llm.token_trie import WORD_BEFORE, TokenTrie, is_word
 
@@ -32,9 +35,8 @@ class ExcerptTrie(TokenTrie):
     def __init__(self, tokens: list[bytes | None]):
         super().__init__(tokens)
         # tokens that copy a few bytes and then start a tag, e.g. ".</": (id, copied part, tag part)
-        self.mixed = [(tid, b[:k], b[k:]) for tid, b in enumerate(tokens) if b
-                      for k in range(1, len(b)) if b[k] == ord("<") and (CLOSE.startswith(b[k:]) or ELISION.startswith(b[k:]))]
-
+        self.mixed = [(tid, b[:k], b[k:]) for tid, b in enumerate(tokens) if b for k in range(1, len(b))
+                      if b[k] == ord("<") and (CLOSE.startswith(b[k:]) or ELISION.startswith(b[k:]))]
         self.angle = frozenset(tid for tid, b in enumerate(tokens) if b and b"<" in b)  # any tag at all
         self.after_angle = frozenset(tid for tid, b in enumerate(tokens) if b and b[:1] in (b"/", b"."))
         # tokens that would write `</` or `<.` (a closing tag or an elision), banned outside excerpts
@@ -72,7 +74,7 @@ class _Row:
         opened = gen.rfind(OPEN)
         closed = gen.rfind(CLOSE)
         if opened == -1 or closed > opened:
-            return self._outside(gen[closed + len(CLOSE):] if closed != -1 else gen)
+            return self._outside(gen, gen[closed + len(CLOSE):] if closed != -1 else gen)
         parts = gen[opened + len(OPEN):].split(ELISION)
         if len(parts) > 2:
             return None, frozenset()
@@ -109,9 +111,10 @@ class _Row:
             return False
         return b" " in frag.strip() if elided and len(ends) > 1 else len(ends) == 1
 
-    def _outside(self, text: bytes) -> tuple[set[int] | None, frozenset[int]]:
+    def _outside(self, gen: bytes, text: bytes) -> tuple[set[int] | None, frozenset[int]]:
         """Outside excerpts (the instruction, text between quotes): free text or a new `<excerpt>`, never `<...>`
-        or `</excerpt>`; a half-written `<exc` must be finished. A bare `<` may go on as text (`x < 5`, `<unk>`)."""
+        or `</excerpt>`; a half-written `<exc` must be finished. A bare `<` may go on as text (`x < 5`, `<unk>`).
+        `gen`: everything generated; `text`: its part after the last closed excerpt."""
         cut = text.rfind(b"<")
         tail = text[cut:] if cut != -1 else b""
         if tail == b"<":
@@ -119,7 +122,7 @@ class _Row:
         if len(tail) > 1 and OPEN.startswith(tail) and len(tail) < len(OPEN):
             rest = OPEN[len(tail):]
             return set(self.trie.prefixes(rest)) | set(self.trie.extensions(rest)), frozenset()
-        if bytes(self.generated).count(OPEN) >= MAX_EXCERPTS:  # enough quotes: no new one (stops quote loops)
+        if gen.count(OPEN) >= MAX_EXCERPTS:  # enough quotes: no new one (stops quote loops)
             return None, self.trie.angle
         return None, self.trie.stray_tags
 
@@ -127,11 +130,7 @@ class _Row:
         """Source offsets right after an occurrence of `frag` at or after `lo` (word starts when it is empty)."""
         if not frag:
             return [p for p in self.word_starts if p >= lo][:_MAX_POSITIONS * 8]
-        out, pos = [], self.source.find(frag, lo)
-        while pos != -1 and len(out) < _MAX_POSITIONS:
-            out.append(pos + len(frag))
-            pos = self.source.find(frag, pos + 1)
-        return out
+        return [p + len(frag) for p in islice(occurrences(self.source, frag, lo), _MAX_POSITIONS)]
 
     def _tag_tokens(self, tag: bytes, written: bytes) -> list[int]:
         """Tokens that continue `tag` after its first `written` bytes; a closing tag may run on into the JSON."""
@@ -157,9 +156,8 @@ class ExcerptCopier:
     Must run before any sampler, so that sampled candidates obey the same rule as greedy ones."""
 
     def __init__(self, trie: ExcerptTrie, sources: list[str | None], prompts: list[str],
-                 templates: list[tuple[str, str, str] | None] | None = None):
+                 templates: list[tuple[str, str, str] | None]):
         self.trie = trie
-        templates = templates or [None] * len(sources)
         self.rows = [_Row(trie, s.encode("utf-8"), opened_excerpt(p), t) if s else None
                      for s, p, t in zip(sources, prompts, templates)]
         self.start: int | None = None
@@ -181,5 +179,6 @@ class ExcerptCopier:
                 masked[keep] = scores[i, keep]
                 scores[i] = masked
             elif banned:
-                scores[i, torch.tensor(sorted(b for b in banned if b < scores.shape[-1]), device=scores.device)] = float("-inf")
+                ban = torch.tensor(sorted(b for b in banned if b < scores.shape[-1]), device=scores.device)
+                scores[i, ban] = float("-inf")
         return scores

@@ -195,25 +195,26 @@ class TransformersBackend(LLMBackend):
             for s in range(0, len(idxs), self.batch_size):
                 batch = idxs[s : s + self.batch_size]
                 seeds = [request_seed(requests[i]) for i in batch]
-                sources = [(requests[i].copy_source, requests[i].fill_template) for i in batch]
-                for i, c in zip(batch, self._generate_safe([texts[i] for i in batch], params, seeds, sources)):
+                constraints = [(requests[i].copy_source, requests[i].fill_template) for i in batch]
+                for i, c in zip(batch, self._generate_safe([texts[i] for i in batch], params, seeds, constraints)):
                     out[i] = c
                     on_result(i, c)
         return out  # type: ignore[return-value]
 
     def _generate_safe(self, prompts: list[str], params: SamplingParams, seeds: list[int | None],
-                       sources: list[tuple]) -> list[Completion]:
+                       constraints: list[tuple]) -> list[Completion]:
         """One bad prompt (too long, odd tokens) must not fail its batch-mates: retry them one by one."""
         try:
-            return self._generate_batch(prompts, params, seeds, sources)
+            return self._generate_batch(prompts, params, seeds, constraints)
         except Exception as e:  # noqa: BLE001 - errors become data
             if len(prompts) == 1:
                 return [Completion.failed(f"{type(e).__name__}: {e}")]
-            return [c for p, s, src in zip(prompts, seeds, sources) for c in self._generate_safe([p], params, [s], [src])]
+            return [c for p, s, con in zip(prompts, seeds, constraints)
+                    for c in self._generate_safe([p], params, [s], [con])]
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams, seeds: list[int | None],
-                        sources: list[tuple]) -> list[Completion]:
-        """`sources`: each request's (copy_source, fill_template) for constrained copying."""
+                        constraints: list[tuple]) -> list[Completion]:
+        """`constraints`: each request's (copy_source, fill_template) for constrained decoding."""
         import torch
 
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -231,9 +232,9 @@ class TransformersBackend(LLMBackend):
             gen_kwargs = dict(max_new_tokens=params.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
                               do_sample=False, temperature=None, top_p=None, top_k=None)
             processors = []
-            if any(sources[j][0] for j in keep):  # excerpts copy their source verbatim (before any sampling)
-                processors.append(ExcerptCopier(self._trie(), [sources[j][0] for j in keep], [prompts[j] for j in keep],
-                                                [sources[j][1] for j in keep]))
+            if any(constraints[j][0] for j in keep):  # excerpts copy their source verbatim (before any sampling)
+                processors.append(ExcerptCopier(self._trie(), [constraints[j][0] for j in keep],
+                                                [prompts[j] for j in keep], [constraints[j][1] for j in keep]))
             if params.temperature > 0:  # each row draws from its own seeded generator (see `RowSampler`)
                 row_seeds = [seeds[j] if seeds[j] is not None else 0 for j in keep]
                 processors.append(RowSampler(row_seeds, params.temperature, params.top_p))

@@ -47,10 +47,6 @@ class TemplateFill:
         self.first = next(i for i, p in enumerate(self.parts) if i > 0 or not prefix)
         self.states = self._closure({self._start(0)}) | {("null", 0), ("null", 1)}
 
-    def _fill_state(self, fill: bytes) -> tuple[bool, bool]:
-        """(fill can go on, fill may end here)."""
-        return fill in self.fills, fill in self.ends
-
     def _start(self, i: int):
         if i == len(self.parts):
             return self.DONE
@@ -68,7 +64,7 @@ class TemplateFill:
                 continue
             kind, text = self.parts[i]
             if kind == "slot":
-                if x and self._fill_state(x)[1]:
+                if x in self.ends:
                     todo.append(self._start(i + 1))
             elif x == len(text) or kind == "opt" and x == 0:
                 todo.append(self._start(i + 1))
@@ -87,7 +83,7 @@ class TemplateFill:
             kind, text = self.parts[i]
             if kind == "slot":
                 fill = x + bytes([byte])
-                if self._fill_state(fill)[0]:
+                if fill in self.fills:
                     nxt.add((i, fill))
             elif x < len(text) and (text[x] == byte or i == self.first and x == 0 and _same(text[x], byte)):
                 nxt.add((i, x + 1))
@@ -123,5 +119,3 @@ class TemplateFill:
 def _same(a: int, b: int) -> bool:
     """Bytes equal up to ASCII case: a template's "who" may be written "Who"."""
     return a == b or (65 <= a <= 90 or 97 <= a <= 122) and a ^ 32 == b
-
-
