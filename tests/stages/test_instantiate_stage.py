@@ -151,3 +151,5 @@ def test_requests_carry_the_constraints_as_the_answer_must_write_them(tmp_path, 
                              window, template)
     assert req.copy_source is None and req.fill_template is None
     assert step.prompt_fingerprint != plain.prompt_fingerprint != make().prompt_fingerprint
+    with pytest.raises(UserError, match="needs --copy-excerpts"):
+        make(fill_slots=True, copy_excerpts=False)

@@ -89,6 +89,8 @@ class Instantiator(LLMStep):
     def __init__(self, cfg: InstantiateConfig, k: int, **kw):
         super().__init__(cfg, **kw)
         self.cfg, self.k, self.batch_size = cfg, k, cfg.batch_size
+        if cfg.fill_slots and not cfg.copy_excerpts:  # one copy source serves both; without it nothing is copied
+            raise UserError("--fill-slots fills slots from the document the excerpts copy: it needs --copy-excerpts")
         self.format = resolve_format("instantiate", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
@@ -159,7 +161,7 @@ class Instantiator(LLMStep):
         as copy source for excerpts (`copy_excerpts`) and the template its instruction follows (`fill_slots`),
         both written as the output must write them: JSON-escaped, after the instruction key, for a JSON answer;
         after "Instruction:" up to the line end for labelled lines."""
-        if not (self.cfg.copy_excerpts or self.cfg.fill_slots):
+        if not self.cfg.copy_excerpts:  # (fill_slots needs it: checked in __init__)
             return request
         as_json = self.format.parser == "json"
         escape = (lambda t: json.dumps(t, ensure_ascii=False)[1:-1]) if as_json else (lambda t: t)
