@@ -1,4 +1,5 @@
-from fineinstructions.templates import alignment, fixed_text, num_slots, replaced_spans, slots, tag_problem, validate
+from fineinstructions.templates import (alignment, copied_descriptions, fixed_text, num_slots, replaced_spans, slots,
+                                        tag_problem, validate)
 
 Q = "when was the last time anyone was on the moon"
 
@@ -63,3 +64,17 @@ def test_slot_described_by_the_replaced_words_is_not_generic():
 def test_replaced_spans():
     assert replaced_spans("who is the girl that played <fi>darlene</fi> in <fi>TV show</fi>",
                           "who is the girl that played darlene in roseanne") == [("darlene", "darlene"), ("TV show", "roseanne")]
+
+
+def test_a_slot_filled_with_its_own_description_is_caught():
+    t = "when is the best time to plant <fi>a type of plant</fi> in <fi>a region</fi>"
+    assert copied_descriptions(t, "when is the best time to plant a type of plant in Texas") == ["a type of plant"]
+    assert copied_descriptions(t, "When is the best time to plant A TYPE OF PLANT in the region?") == ["a type of plant"]
+    # the article may change ("the type of plant"); the rest of a two-word-or-longer description still counts
+    assert copied_descriptions(t, "when is the best time to plant the type of plant in a region") == [
+        "a type of plant", "a region"]
+    assert copied_descriptions(t, "when is the best time to plant tomatoes in Texas") == []
+    # one-word descriptions are left alone: "person" may be the right fill; words the template keeps don't count
+    assert copied_descriptions("who is the <fi>person</fi> in <fi>film</fi>", "who is the person in Alien") == []
+    assert copied_descriptions("how far is a mile from <fi>a city</fi> centre", "how far is a mile from Paris centre") == []
+    assert copied_descriptions("what is <fi>a mile</fi> in km", "what is a mile in km") == ["a mile"]

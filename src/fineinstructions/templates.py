@@ -100,6 +100,27 @@ def replaced_spans(template: str, query: str) -> list[tuple[str, str]]:
     return [(desc, spans.get(mark, "")) for desc, mark in zip(descriptions, marks)]
 
 
+_ARTICLE = re.compile(r"^(a|an|the|some) ")
+
+
+def copied_descriptions(template: str, instruction: str) -> list[str]:
+    """Slot descriptions the instruction repeats word for word where the template's own wording does not hold them.
+
+    A small model often "fills" a slot with its description ("how to plant a type of plant"): no tag is left, so
+    the pair looks complete, but the instruction is the generic template, not one grounded in the document.
+    Descriptions under two words (after dropping a leading article, also tried) are not checked: a single word
+    such as "person" may well be the right fill.
+    """
+    said, fixed = f" {dedup_key(instruction)} ", f" {dedup_key(fixed_text(template))} "
+    copied = []
+    for description in slots(template):
+        key = dedup_key(description)
+        keys = {k for k in (key, _ARTICLE.sub("", key)) if len(k.split()) >= 2}
+        if any(f" {k} " in said and f" {k} " not in fixed for k in keys):
+            copied.append(description)
+    return copied
+
+
 def validate(template: str, query: str, min_alignment: float = 0.7) -> str | None:
     """Reason the template is unusable for this query, or None if it passes every check."""
     if problem := tag_problem(template):

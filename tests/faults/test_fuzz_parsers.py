@@ -43,7 +43,8 @@ KNOWN = {
                    "tag_in_description", "same_as_query", "slot_not_generic", "no_fixed_text", "not_aligned",
                    "slot_replaces_nothing"} | TAG_REASONS,
     "instantiate": {"llm_error", "null", "truncated", "unparseable", "missing_instruction", "missing_answer",
-                    "unfilled_slot", "excerpt_in_instruction", "low_grounding"} | set(EXCERPT_REASONS),
+                    "unfilled_slot", "excerpt_in_instruction", "slot_description_copied", "low_grounding",
+                    } | set(EXCERPT_REASONS),
     "judge": {"llm_error", "unparseable_score", "low_score"},
     "rephrase": {"llm_error", "empty"},
 }

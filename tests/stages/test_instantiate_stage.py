@@ -31,6 +31,8 @@ SCRIPT = {
                                    "answer": "It stands in a well known European capital city that many tourists "
                                              "visit each year, namely <excerpt>Paris, France.</excerpt>"},
     "describe <fi>landmark</fi>": "I am not sure what you mean.",
+    "how old is <fi>a famous landmark</fi>": {"instruction": "how old is a famous landmark",
+                                              "answer": "<excerpt>It is named after<...>from 1887 to 1889.</excerpt>"},
 }
 
 
@@ -81,12 +83,13 @@ def test_every_pair_is_kept_or_rejected_with_its_reason(tmp_path, stub):
         "who built <fi>landmark</fi>": "excerpt_missing",
         "where is <fi>landmark</fi>": "low_grounding",
         "describe <fi>landmark</fi>": "unparseable",
+        "how old is <fi>a famous landmark</fi>": "slot_description_copied",
         "gone": "unknown_template",
     }
     assert all(r["status"] == r["reason"] for r in rejected.values())
     assert rejected["where is <fi>landmark</fi>"]["grounding"] < 0.8
     assert rejected["describe <fi>landmark</fi>"]["raw_output"] == "I am not sure what you mean."
-    assert summary.rows_in == 8 and summary.rows_out == 2 and sum(summary.rejects.values()) == 6
+    assert summary.rows_in == 9 and summary.rows_out == 2 and sum(summary.rejects.values()) == 7
     assert summary.skips == {"documents_without_matches": 1}
     assert summary.distributions["grounding"] == {"0.9-1.0": 1, "0.8-0.9": 1, "0.1-0.2": 1}
 

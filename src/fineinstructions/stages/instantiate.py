@@ -37,7 +37,7 @@ from fineinstructions.pipeline.llm_step import LLMStep, candidate_params, first_
 from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome
 from fineinstructions.pipeline.summary import StageSummary
-from fineinstructions.templates import ANY_TAG
+from fineinstructions.templates import ANY_TAG, copied_descriptions
 from fineinstructions.text import normalize_whitespace, stable_hash
 from fineinstructions.windows import document_window
 
@@ -195,6 +195,8 @@ class Instantiator(LLMStep):
             return base, "unfilled_slot"
         if _EXCERPT_MARKUP.search(instruction):  # the instruction quoted the document instead of filling slots
             return base, "excerpt_in_instruction"
+        if copied_descriptions(base["template"], instruction):  # "how to plant a type of plant": still generic
+            return base, "slot_description_copied"
         expansion = expand_excerpts(close_open_excerpt(answer.strip()), window)
         base["excerpts"] = expansion.excerpts
         if expansion.reason:
