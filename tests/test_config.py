@@ -27,6 +27,20 @@ def test_flags_mirror_field_names():
     assert (cfg.best_of, cfg.min_alignment, cfg.progress, cfg.llm.backend) == (2, 0.5, False, "openai")
 
 
+def test_list_fields_are_repeatable_flags():
+    from fineinstructions.experiment import ExperimentConfig
+    from fineinstructions.stages.distill_augment import DistillAugmentConfig
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, DistillAugmentConfig)
+    cfg = from_sources(DistillAugmentConfig, {}, p.parse_args(["--held-out", "a.jsonl", "--held-out", "b.jsonl"]))
+    assert cfg.held_out == ["a.jsonl", "b.jsonl"]
+    assert from_sources(DistillAugmentConfig, {}, p.parse_args([])).held_out == []
+    p = argparse.ArgumentParser()
+    add_arguments(p, ExperimentConfig)
+    assert from_sources(ExperimentConfig, {"seeds": [0, 1, 2]}, p.parse_args(["--seeds", "7"])).seeds == [7]
+
+
 def test_unknown_keys_are_refused_with_the_known_ones():
     with pytest.raises(UserError, match="unknown key.*best_off.*known keys:.*best_of"):
         from_sources(TemplatizeConfig, {"best_off": 2}, {})

@@ -62,13 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: 
         if dataclasses.is_dataclass(tp):
             add_arguments(parser, tp, prefix=f"{prefix}{f.name}.")
             continue
-        if typing.get_origin(tp) in (dict, list) or tp in (dict, list):
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is list and len(typing.get_args(tp)) == 1 else None
+        if item not in (str, int) and (typing.get_origin(tp) in (dict, list) or tp in (dict, list)):
             continue  # structured values are YAML-only
         flag = "--" + (prefix + f.name).replace(".", "-").replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         kwargs: dict[str, Any] = dict(dest=prefix + f.name, default=argparse.SUPPRESS)
         kwargs["help"] = (_help(f) + f" (default: {default})").strip()
-        if tp is bool:
+        if item is not None:  # a list of plain values: the flag repeats (--held-out A --held-out B)
+            kwargs.update(action="append", type=item, help=kwargs["help"] + "; repeat the flag for several")
+        elif tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = tp if tp in (int, float) else str
