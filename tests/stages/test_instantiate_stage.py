@@ -148,8 +148,9 @@ def test_requests_carry_the_constraints_as_the_answer_must_write_them(tmp_path, 
         assert req.fill_template == ('{"instantiated_instruction": "', json.dumps(template)[1:-1], '"')
     else:  # labelled lines: raw window, the instruction runs from "Instruction:" to the line end
         assert req.copy_source == window and req.fill_template == (" ", template, "\n")
-    plain = make(copy_excerpts=False)  # both off (fill_slots is off by default): nothing is constrained
-    assert plain.cfg.fill_slots is False
+    assert make().fill_slots is True  # by default fill_slots follows copy_excerpts
+    plain = make(copy_excerpts=False)  # both off: nothing is constrained
+    assert plain.fill_slots is False
     req = plain._constrained(plain.format.render({"template": template, "document": window}, plain.params[0]),
                              window, template)
     assert req.copy_source is None and req.fill_template is None

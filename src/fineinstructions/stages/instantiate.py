@@ -55,10 +55,11 @@ class InstantiateConfig(DocumentOptions):
     copy_excerpts: bool = option(
         True, "constrain decoding so that text inside <excerpt> tags can only copy the document (transformers "
               "backend; other backends ignore it)")
-    fill_slots: bool = option(
-        False, "constrain decoding so that the instruction keeps the template's words and fills each slot with "
-               "document words (transformers backend; other backends ignore it). Off by default: the 135M model "
-               "then picks poor fills ('should you put a in a boil')")
+    fill_slots: bool | None = option(
+        None, "constrain decoding so that the instruction keeps the template's words and fills each slot with "
+              "document words (transformers backend; other backends ignore it). Default: on whenever "
+              "--copy-excerpts is; unconstrained, the 135M model mostly writes the slot's description instead of a "
+              "fill ('how to plant a type of plant')")
     min_grounding: float = option(0.8, "min share of the answer's characters copied from the document by excerpts")
     best_of: int = option(1, "candidates per pair (1 greedy + n-1 sampled); the first that passes every check is kept")
     temperature: float = option(0.8, "sampling temperature of the extra candidates")
@@ -89,13 +90,14 @@ class Instantiator(LLMStep):
     def __init__(self, cfg: InstantiateConfig, k: int, **kw):
         super().__init__(cfg, **kw)
         self.cfg, self.k, self.batch_size = cfg, k, cfg.batch_size
-        if cfg.fill_slots and not cfg.copy_excerpts:  # one copy source serves both; without it nothing is copied
+        self.fill_slots = cfg.copy_excerpts if cfg.fill_slots is None else cfg.fill_slots
+        if self.fill_slots and not cfg.copy_excerpts:  # one copy source serves both; without it nothing is copied
             raise UserError("--fill-slots fills slots from the document the excerpts copy: it needs --copy-excerpts")
         self.format = resolve_format("instantiate", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
                                               cfg.max_document_chars, *(["copy"] if cfg.copy_excerpts else []),
-                                              *(["fill"] if cfg.fill_slots else []))
+                                              *(["fill"] if self.fill_slots else []))
 
     def setup(self, rank: int) -> None:
         world = self.cfg.tasks
@@ -166,7 +168,7 @@ class Instantiator(LLMStep):
         as_json = self.format.parser == "json"
         escape = (lambda t: json.dumps(t, ensure_ascii=False)[1:-1]) if as_json else (lambda t: t)
         fill = None
-        if self.cfg.fill_slots and self.format.parser in ("json", "fields"):
+        if self.fill_slots and self.format.parser in ("json", "fields"):
             key = self.format.fields["instruction"].split("|")[0]
             fill = (f'{{"{key}": "', escape(template), '"') if as_json else (" ", template, "\n")
         return dataclasses.replace(request, copy_source=escape(window), fill_template=fill)
