@@ -62,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: 
         if dataclasses.is_dataclass(tp):
             add_arguments(parser, tp, prefix=f"{prefix}{f.name}.")
             continue
-        item = typing.get_args(tp)[0] if typing.get_origin(tp) is list and len(typing.get_args(tp)) == 1 else None
-        if item not in (str, int) and (typing.get_origin(tp) in (dict, list) or tp in (dict, list)):
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        item = args[0] if origin is list and len(args) == 1 and args[0] in (str, int) else None  # a repeatable flag
+        if item is None and (origin in (dict, list) or tp in (dict, list)):
             continue  # structured values are YAML-only
         flag = "--" + (prefix + f.name).replace(".", "-").replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else (
