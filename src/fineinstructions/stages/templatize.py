@@ -32,7 +32,8 @@ class TemplatizeConfig(StageOptions):
         "fewshot | fewshot-completion | released | path to a YAML format; auto = fewshot-completion for the "
         "embedded default model, fewshot otherwise",
     )
-    best_of: int = option(1, "candidates per query (1 greedy + n-1 sampled); the first valid one is kept")
+    best_of: int = option(3, "candidates per query (1 greedy + n-1 sampled, drawn only while none is valid); the "
+                                 "first valid one is kept")
     temperature: float = option(0.8, "sampling temperature of the extra candidates")
     max_tokens: int | None = option(None, "max new tokens per answer (default: the prompt format's)")
     min_alignment: float = option(0.7, "min share of the template's fixed words that follow the query in order")
