@@ -8,7 +8,7 @@ import re
 import pytest
 
 from fineinstructions.excerpts import expand_excerpts
-from fineinstructions.llm.base import Request, SamplingParams
+from fineinstructions.llm.base import CONSTRAINT_RULES, Request, SamplingParams
 from fineinstructions.llm.copy_constraint import MAX_EXCERPTS, OPEN, ExcerptTrie, _Row, opened_excerpt
 from fineinstructions.llm.token_trie import token_bytes
 
@@ -107,6 +107,8 @@ def test_the_real_model_copies_verbatim_under_the_constraint(smollm):
     # the constraint is part of the request, so cached answers are never shared with unconstrained ones
     assert Request(prompt=prompt, params=params, copy_source=DOC).to_dict() != Request(prompt=prompt, params=params).to_dict()
     assert "copy_source" not in Request(prompt=prompt, params=params).to_dict()
+    # ... and so is the version of the rules: answers decoded under older rules are not reused
+    assert Request(prompt=prompt, params=params, copy_source=DOC).to_dict()["constraint_rules"] == CONSTRAINT_RULES
 
 
 def test_sampled_rows_obey_the_constraint_too(smollm):

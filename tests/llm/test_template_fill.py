@@ -56,8 +56,23 @@ def test_a_fill_never_runs_into_a_dead_end(trie):
     from fineinstructions.llm.template_fill import MAX_FILL
 
     fill = _fill(trie, "why <fi>x</fi> matters").template
-    assert fill.fills and all(any(e.startswith(f) for e in fill.ends) for f in fill.fills)
-    assert max(len(e) for e in fill.ends) <= MAX_FILL
+    for d in (False, True):
+        assert fill.fills[d] and all(any(e.startswith(f) for e in fill.ends[d]) for f in fill.fills[d])
+        assert max(len(e) for e in fill.ends[d]) <= MAX_FILL
+
+
+def test_a_fill_reads_as_a_noun_phrase(trie):
+    """No fill of a lone function word, none ending on one or starting on a joining word, no double determiner."""
+    template = "what is the <fi>a landmark</fi>"
+    assert _spell(trie, _fill(trie, template), " what is the Eiffel Tower\n")
+    assert _spell(trie, _fill(trie, template), " what is the engineer Gustave Eiffel\n")
+    assert not _spell(trie, _fill(trie, template), " what is the a\n")  # a lone function word
+    assert not _spell(trie, _fill(trie, template), " what is the The tower\n")  # two determiners in a row
+    assert not _spell(trie, _fill(trie, template), " what is the tower in\n")  # ends on a preposition
+    assert not _spell(trie, _fill(trie, template), " what is the in Paris\n")  # starts on a joining word
+    who = "who designed <fi>a landmark</fi>"
+    assert _spell(trie, _fill(trie, who), " who designed The tower\n")  # a determiner is fine where none precedes
+    assert not _spell(trie, _fill(trie, who), " who designed a wrought-iron lattice tower in\n")
 
 
 def test_the_real_model_fills_the_template(smollm):

@@ -71,9 +71,15 @@ class Request:
         }
         if self.copy_source is not None:  # only then: the cache keys of unconstrained requests stay as they were
             d["copy_source"] = self.copy_source
+            d["constraint_rules"] = CONSTRAINT_RULES
         if self.fill_template is not None:
             d["fill_template"] = list(self.fill_template)
         return d
+
+
+#: version of the constrained-decoding rules (`copy_constraint.py`, `template_fill.py`), part of a constrained
+#: request's cache key: the same request decodes differently once the rules change, so old answers must not be reused
+CONSTRAINT_RULES = 2
 
 
 @dataclass

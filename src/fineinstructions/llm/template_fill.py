@@ -4,6 +4,11 @@ Why: a small model left free copies the slot description ("a type of vegetable")
 from the template. With `Request.fill_template` the transformers backend decodes the instruction through this
 automaton: the template's words (first letter in either case, an optional "?" at the end), each slot a document
 span from a word start to a word end of at most `MAX_FILL` bytes, or `null` (the template does not fit).
+
+A fill names a thing, so it reads as a noun phrase: it does not end on a function word ("a", "of", "and"), does not
+start on a joining word ("and the areas", "in the far south"), and after a determiner in the template ("what is the
+<fi>…</fi>") it does not start with another one. In the demo, a third of the 135M model's fills broke these rules
+("should you put a in a boil", "what is the a") and the judge rightly scored every one of them low.
 """
 
 from __future__ import annotations
@@ -14,6 +19,15 @@ from fineinstructions.llm.token_trie import TokenTrie, is_word
 
 _SLOT = re.compile(rb"<fi>(?:(?!</?fi>).)*?</fi>", re.S)
 MAX_FILL = 48  # bytes of one slot's fill: a slot names a thing ("the Sistine Chapel"), it does not quote a passage
+
+#: words that start a noun phrase but never make one on their own
+DETERMINERS = frozenset(b"a an the this that these those my your his her its our their some any each every".split())
+#: words a noun phrase does not start with: it would join or govern the phrase, not be it
+JOINING = frozenset(b"""and or but nor of in on at to for with by from as into onto over under about than then
+    which who whom whose what when where why how is are was were be been being am do does did has have had not no
+    so if because while also can could will would should may might must shall very just only""".split())
+#: a fill does not end on any of these
+FUNCTION_WORDS = DETERMINERS | JOINING | frozenset(b"i you he she we they it them us me".split())
 
 
 class TemplateFill:
@@ -35,14 +49,22 @@ class TemplateFill:
         parts += [("lit", raw[last:]), ("opt", b"?"), ("lit", suffix.encode("utf-8"))]
         self.parts = [p for p in parts if p[0] == "slot" or p[1]]
         self.source = source
-        self.fills: set[bytes] = set()  # every document span from a word start, up to MAX_FILL bytes
-        self.ends: set[bytes] = set()  # ... of those, the ones that end at a word end
+        # per slot, whether the template puts a determiner right before it ("the <fi>…</fi>")
+        self.after_determiner = {i: _last_word(self.parts[i - 1][1].rstrip()) in DETERMINERS
+                                 for i, part in enumerate(self.parts) if part[0] == "slot" and i > 0}
+        # fills[d] / ends[d]: every document span a fill may be (d: it follows a determiner) / those it may end as
+        self.fills: dict[bool, set[bytes]] = {False: set(), True: set()}
+        self.ends: dict[bool, set[bytes]] = {False: set(), True: set()}
         for p in word_starts:  # only fills that can still end within MAX_FILL: no dead ends to decode into
+            first = _first_word(source[p:p + MAX_FILL])
+            if first.lower() in JOINING:
+                continue
             ends = [q for q in range(p + 1, min(len(source), p + MAX_FILL) + 1)
-                    if (q == len(source) or not is_word(source[q])) and is_word(source[q - 1])]
-            for q in range(p + 1, max(ends, default=p) + 1):
-                self.fills.add(source[p:q])
-            self.ends.update(source[p:q] for q in ends)
+                    if (q == len(source) or not is_word(source[q])) and is_word(source[q - 1])
+                    and _last_word(source[p:q]).lower() not in FUNCTION_WORDS]
+            for d in (False, True) if first.lower() not in DETERMINERS else (False,):
+                self.fills[d].update(source[p:q] for q in range(p + 1, max(ends, default=p) + 1))
+                self.ends[d].update(source[p:q] for q in ends)
         # the template's first letter may change case ("who" → "Who"); nothing else may
         self.first = next(i for i, p in enumerate(self.parts) if i > 0 or not prefix)
         self.states = self._closure({self._start(0)}) | {("null", 0), ("null", 1)}
@@ -64,7 +86,7 @@ class TemplateFill:
                 continue
             kind, text = self.parts[i]
             if kind == "slot":
-                if x in self.ends:
+                if x in self.ends[self.after_determiner.get(i, False)]:
                     todo.append(self._start(i + 1))
             elif x == len(text) or kind == "opt" and x == 0:
                 todo.append(self._start(i + 1))
@@ -83,7 +105,7 @@ class TemplateFill:
             kind, text = self.parts[i]
             if kind == "slot":
                 fill = x + bytes([byte])
-                if fill in self.fills:
+                if fill in self.fills[self.after_determiner.get(i, False)]:
                     nxt.add((i, fill))
             elif x < len(text) and (text[x] == byte or i == self.first and x == 0 and _same(text[x], byte)):
                 nxt.add((i, x + 1))
@@ -114,6 +136,20 @@ class TemplateFill:
                     if self.DONE not in nxt:
                         stack.append((child, nxt))
         return allowed
+
+
+def _first_word(text: bytes) -> bytes:
+    end = 0
+    while end < len(text) and is_word(text[end]):
+        end += 1
+    return text[:end]
+
+
+def _last_word(text: bytes) -> bytes:
+    start = len(text)
+    while start > 0 and is_word(text[start - 1]):
+        start -= 1
+    return text[start:].lower()
 
 
 def _same(a: int, b: int) -> bool:
