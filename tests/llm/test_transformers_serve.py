@@ -81,6 +81,8 @@ def few(stage: str, tmp_path: Path, n: int) -> Path:
 
 def predictions(stage: str, llm: LLMConfig, gold: Path, out: Path) -> list[tuple]:
     extra = {"copy_excerpts": False} if stage == "instantiate" else {}  # a server does not constrain copying
+    if stage == "templatize":  # greedy only: sampled candidates are not bit-identical across the two backends
+        extra["best_of"] = 1
     cfg = BY_NAME[stage].config(output=str(out), prompt_format=FORMATS[stage], llm=llm, progress=False, **extra)
     goldeval(stage, cfg, str(gold), str(out), progress=False)
     rows = [json.loads(line) for line in (out / "predictions.jsonl").open()]

@@ -60,7 +60,7 @@ def stub_config(stub, queries_dir, out, **kw) -> TemplatizeConfig:
 def test_validates_dedups_and_records_every_reject(tmp_path, stub):
     queries = ["what is the capital of france", "what is the capital of spain", "please produce garbage now",
                "who wrote the hobbit", "FAIL400 this request", "when did the war of 1812 end"]
-    summary = run(stub_config(stub, make_queries(tmp_path, queries), tmp_path / "t"))
+    summary = run(stub_config(stub, make_queries(tmp_path, queries), tmp_path / "t", best_of=1))
     kept = table(tmp_path / "t")
     assert [r["template"] for r in kept] == ["what is the capital of <fi>thing</fi>", "who wrote the <fi>thing</fi>",
                                              "when did the war of 1812 <fi>thing</fi>"]
