@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import re
 
-from fineinstructions.llm.token_trie import TokenTrie, is_word
+from fineinstructions.llm.token_trie import TokenTrie
 
 _SLOT = re.compile(rb"<fi>(?:(?!</?fi>).)*?</fi>", re.S)
+_WORD = re.compile(rb"[A-Za-z0-9\x80-\xff]+")  # a run of `is_word` bytes
+_LAST_WORD = re.compile(_WORD.pattern + rb"\Z")
 MAX_FILL = 48  # bytes of one slot's fill: a slot names a thing ("the Sistine Chapel"), it does not quote a passage
 
 #: words that start a noun phrase but never make one on their own
@@ -55,14 +57,15 @@ class TemplateFill:
         # fills[d] / ends[d]: every document span a fill may be (d: it follows a determiner) / those it may end as
         self.fills: dict[bool, set[bytes]] = {False: set(), True: set()}
         self.ends: dict[bool, set[bytes]] = {False: set(), True: set()}
+        # where each word of the source starts, by its end: found once, not per span (this runs for every request)
+        word_start = {m.end(): m.start() for m in _WORD.finditer(source)}
         for p in word_starts:  # only fills that can still end within MAX_FILL: no dead ends to decode into
-            first = _first_word(source[p:p + MAX_FILL])
-            if first.lower() in JOINING:
+            first = m.group().lower() if (m := _WORD.match(source, p)) else b""
+            if first in JOINING:
                 continue
             ends = [q for q in range(p + 1, min(len(source), p + MAX_FILL) + 1)
-                    if (q == len(source) or not is_word(source[q])) and is_word(source[q - 1])
-                    and _last_word(source[p:q]).lower() not in FUNCTION_WORDS]
-            for d in (False, True) if first.lower() not in DETERMINERS else (False,):
+                    if q in word_start and source[max(word_start[q], p):q].lower() not in FUNCTION_WORDS]
+            for d in (False, True) if first not in DETERMINERS else (False,):
                 self.fills[d].update(source[p:q] for q in range(p + 1, max(ends, default=p) + 1))
                 self.ends[d].update(source[p:q] for q in ends)
         # the template's first letter may change case ("who" → "Who"); nothing else may
@@ -138,18 +141,9 @@ class TemplateFill:
         return allowed
 
 
-def _first_word(text: bytes) -> bytes:
-    end = 0
-    while end < len(text) and is_word(text[end]):
-        end += 1
-    return text[:end]
-
-
 def _last_word(text: bytes) -> bytes:
-    start = len(text)
-    while start > 0 and is_word(text[start - 1]):
-        start -= 1
-    return text[start:].lower()
+    """The word `text` ends with, lower-cased (empty if it ends with something else)."""
+    return m.group().lower() if (m := _LAST_WORD.search(text)) else b""
 
 
 def _same(a: int, b: int) -> bool:
