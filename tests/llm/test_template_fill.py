@@ -81,3 +81,13 @@ def test_the_real_model_fills_the_template(smollm):
                                     fill_template=(" ", "who designed <fi>famous landmark</fi>", "\n"))])
     text = out.text.strip().rstrip("?")
     assert text.lower().startswith("who designed ") and text[len("who designed "):] in DOC, out.text
+
+
+def test_a_later_slot_does_not_repeat_an_earlier_fill(trie):
+    """"a towel in a towel": two slots filled with the same span say nothing; the second must differ, and a fill
+    that is the start of a used one may still go on to a longer span ("The tower" → "The tower is 330 metres")."""
+    template = "compare <fi>a structure</fi> with <fi>another structure</fi>"
+    assert not _spell(trie, _fill(trie, template), " compare Paris with Paris\n")
+    assert not _spell(trie, _fill(trie, template), " compare Paris with paris\n")
+    assert _spell(trie, _fill(trie, template), " compare The Eiffel Tower with Paris\n")
+    assert _spell(trie, _fill(trie, template), " compare The tower with The tower is 330 metres\n")
