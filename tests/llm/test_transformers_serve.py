@@ -80,7 +80,8 @@ def few(stage: str, tmp_path: Path, n: int) -> Path:
 
 
 def predictions(stage: str, llm: LLMConfig, gold: Path, out: Path) -> list[tuple]:
-    extra = {"copy_excerpts": False} if stage == "instantiate" else {}  # a server does not constrain copying
+    # a server does not constrain copying; the answer is the LLM's on both paths (retrieval would not test the server)
+    extra = {"copy_excerpts": False, "answer_by": "generate"} if stage == "instantiate" else {}
     if stage == "templatize":  # greedy only: sampled candidates are not bit-identical across the two backends
         extra["best_of"] = 1
     cfg = BY_NAME[stage].config(output=str(out), prompt_format=FORMATS[stage], llm=llm, progress=False, **extra)

@@ -157,3 +157,49 @@ def test_requests_carry_the_constraints_as_the_answer_must_write_them(tmp_path, 
     assert step.prompt_fingerprint != plain.prompt_fingerprint != make().prompt_fingerprint
     with pytest.raises(UserError, match="needs --copy-excerpts"):
         make(fill_slots=True, copy_excerpts=False)
+
+
+def test_answer_by_retrieval_copies_the_best_sentences_and_nulls_what_cannot_fit(tmp_path):
+    """--answer-by retrieve (the embedded default's mode, real MiniLM embedder): the LLM writes only the instruction,
+    the answer is the document's best sentences, and a template the window cannot answer is null without asking."""
+    asked = []
+
+    def model(text: str) -> str:
+        asked.append(re.search(r"Template: (.*)", text).group(1).strip())
+        return scripted(text)
+
+    off_topic = "how do I bake <fi>a type of bread</fi> without yeast"
+    templates = [{"template_id": "t0", "template": "who designed <fi>landmark</fi>", "num_slots": 1},
+                 {"template_id": "t1", "template": off_topic, "num_slots": 1}]
+    tdir = write_shard(tmp_path / "templatize", schemas.TEMPLATES, templates)
+    mdir = write_shard(tmp_path / "match", schemas.MATCHES,
+                       [{"document_id": "eiffel", "template_id": t["template_id"], "chunk": 0, "score": 0.5, "rank": r}
+                        for r, t in enumerate(templates, 1)], stage={"tasks": 1, "k": 5})
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "eiffel", "text": DOC}])
+    with serving(model) as server:
+        cfg = InstantiateConfig(input=mdir, templates=tdir, documents=docs, output=str(tmp_path / "out"),
+                                prompt_format="fewshot", llm=stub_llm(server), progress=False, answer_by="retrieve",
+                                answer_sentences=2)
+        run(cfg)
+    (kept,) = table(tmp_path / "out")
+    (null,) = table(tmp_path / "out", "rejects")
+    assert asked == ["who designed <fi>landmark</fi>"]
+    assert kept["instruction"] == "who designed the Eiffel Tower"
+    assert "It is named after the engineer Gustave Eiffel" in kept["answer"]  # not the scripted answer: retrieved
+    assert kept["answer_raw"].startswith("<excerpt>") and kept["grounding"] > 0.99
+    assert null["template"] == off_topic and null["reason"] == "null"
+    generated = InstantiateConfig(output=str(tmp_path / "g"), prompt_format="fewshot", answer_by="generate")
+    from fineinstructions.stages.instantiate import Instantiator
+    assert Instantiator(cfg, k=5).prompt_fingerprint != Instantiator(generated, k=5).prompt_fingerprint
+    with pytest.raises(UserError, match="--answer-by"):
+        Instantiator(InstantiateConfig(output=str(tmp_path / "x"), answer_by="search"), k=5)
+
+
+def test_auto_answers_by_retrieval_only_for_the_embedded_default():
+    from fineinstructions.llm import LLMConfig
+    from fineinstructions.stages.instantiate import answer_mode
+
+    assert answer_mode("auto", LLMConfig()) == "retrieve"
+    assert answer_mode("auto", LLMConfig(backend="openai", base_url="http://127.0.0.1:1/v1", model="m")) == "generate"
+    assert answer_mode("auto", LLMConfig(model="HuggingFaceTB/SmolLM2-1.7B-Instruct")) == "generate"
+    assert answer_mode("generate", LLMConfig()) == "generate"

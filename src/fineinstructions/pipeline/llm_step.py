@@ -162,5 +162,10 @@ def resolve_format(stage: str, name: str, llm: LLMConfig, chat: str, completion:
         if card is not None and card.is_file():
             name = json.loads(card.read_text())["prompt_format"]
         else:
-            name = completion if llm.backend in ("transformers", "llamacpp") and not llm.model else chat
+            name = completion if is_embedded_default(llm) else chat
     return load_format(stage, name)
+
+
+def is_embedded_default(llm: LLMConfig) -> bool:
+    """The small model shipped with the package runs this stage (no --llm-model): the small-model defaults apply."""
+    return llm.backend in ("transformers", "llamacpp") and not llm.model

