@@ -54,3 +54,10 @@ def test_a_window_that_cannot_answer_is_null(retriever):
     assert retriever.answer("what is <fi>a thing</fi>", "what is it", "Short.") == ""
     with pytest.raises(ValueError):
         SentenceRetriever(retriever.embedder, sentences=0)
+
+
+def test_slots_are_filled_from_the_sentences_that_fit_the_template(retriever):
+    focus = retriever.focus("how long does it take to <fi>a cooking method</fi> <fi>a vegetable</fi>", DOC)
+    assert "Small new potatoes take 10 to 15 minutes" in focus and "Andes" not in focus
+    assert all(part.strip() in DOC for part in focus.split(". "))
+    assert retriever.focus("what is <fi>a thing</fi>", "Short.") == "Short."  # nothing to rank: the whole window

@@ -97,6 +97,17 @@ class SentenceRetriever:
         best = np.sort(vectors @ query)[::-1][: self.sentences]
         return float(best.mean())
 
+    def focus(self, template: str, window: str) -> str:
+        """The `sentences` sentences closest to the template alone, in document order: the text the slots are
+        filled from, so that the instruction asks about what the answer will say (from the whole window a small
+        model fills "how long does it take to <fi>…</fi>" with any phrase at all)."""
+        spans, vectors = self._sentences(window)
+        if not spans:
+            return window
+        query = self.embedder.embed_texts([template_query(template)])[0]
+        best = sorted(np.argsort(-(vectors @ query), kind="stable")[: self.sentences])
+        return " ".join(window[spans[i][0]:spans[i][1]] for i in best)
+
     def fits(self, template: str, window: str) -> bool:
         return self.similarity(template, window) >= self.min_similarity
 

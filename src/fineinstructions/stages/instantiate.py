@@ -180,7 +180,9 @@ class Instantiator(LLMStep):
             for i, k in todo:
                 template, window = jobs[asked[i]][0]["template"], jobs[asked[i]][1]
                 request = self.format.render({"template": template, "document": window}, self.params[k])
-                requests.append(self._constrained(request, window, template))
+                # answering by retrieval, the slots are filled from the sentences that fit the template best
+                source = self.retriever.focus(template, window) if self.retriever is not None else window
+                requests.append(self._constrained(request, source, template))
             if self.retriever is not None:  # only the instruction is generated: no answer follow-up pass
                 return self.generate(requests)
             return self.generate_format(self.format, requests,
@@ -199,7 +201,8 @@ class Instantiator(LLMStep):
 
     def _constrained(self, request: Request, window: str, template: str) -> Request:
         """The request with the constraints the backend should decode under (`llm/copy_constraint.py`): its window
-        as copy source for excerpts (`copy_excerpts`) and the template its instruction follows (`fill_slots`),
+        (or the part of it fills come from) as copy source for excerpts (`copy_excerpts`) and slot fills, and the
+        template its instruction follows (`fill_slots`),
         both written as the output must write them: JSON-escaped, after the instruction key, for a JSON answer;
         after "Instruction:" up to the line end for labelled lines."""
         if not self.cfg.copy_excerpts:  # (fill_slots needs it: checked in __init__)
