@@ -203,3 +203,4 @@ def test_auto_answers_by_retrieval_only_for_the_embedded_default():
     assert answer_mode("auto", LLMConfig(backend="openai", base_url="http://127.0.0.1:1/v1", model="m")) == "generate"
     assert answer_mode("auto", LLMConfig(model="HuggingFaceTB/SmolLM2-1.7B-Instruct")) == "generate"
     assert answer_mode("generate", LLMConfig()) == "generate"
+    assert answer_mode("auto", LLMConfig(adapter="students/instantiate")) == "generate"  # a student writes answers

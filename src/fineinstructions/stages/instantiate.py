@@ -28,7 +28,7 @@ from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.excerpts import close_open_excerpt, expand_excerpts, seed_words
-from fineinstructions.llm import LLMConfig, fingerprint, preflight
+from fineinstructions.llm import LLMConfig, adapter_folder, fingerprint, preflight
 from fineinstructions.llm.base import Completion, Request
 from fineinstructions.parsing import is_null_answer
 from fineinstructions.pipeline.documents import (DocumentOptions, UniqueIds, duplicate_ids, group_by, open_documents,
@@ -255,11 +255,12 @@ class Instantiator(LLMStep):
 
 
 def answer_mode(answer_by: str, llm: LLMConfig) -> str:
-    """`--answer-by auto`: retrieve for the embedded default model (see `answer_retrieval.py` for why), else generate."""
+    """`--answer-by auto`: retrieve for the embedded default model (see `answer_retrieval.py` for why), else generate
+    -- also for the embedded model with an instantiate adapter: a distilled student was trained to write answers."""
     if answer_by not in ("auto", "generate", "retrieve"):
         raise UserError(f"--answer-by must be auto, generate or retrieve, not {answer_by!r}")
     if answer_by == "auto":
-        return "retrieve" if is_embedded_default(llm) else "generate"
+        return "retrieve" if is_embedded_default(llm) and not adapter_folder(llm) else "generate"
     return answer_by
 
 
