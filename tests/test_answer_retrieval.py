@@ -61,3 +61,21 @@ def test_slots_are_filled_from_the_sentences_that_fit_the_template(retriever):
     assert "Small new potatoes take 10 to 15 minutes" in focus and "Andes" not in focus
     assert all(part.strip() in DOC for part in focus.split(". "))
     assert retriever.focus("what is <fi>a thing</fi>", "Short.") == "Short."  # nothing to rank: the whole window
+
+
+def test_each_slot_gets_the_spans_closest_to_its_description(retriever):
+    template = "how long does it take to <fi>a cooking method</fi> <fi>a vegetable</fi>"
+    focus = retriever.focus(template, DOC)
+    method, vegetable = retriever.fill_choices(template, focus, n=3)
+    assert len(method) == len(vegetable) == 3 and all(c in focus for c in method + vegetable)
+    assert any("potatoes" in c for c in vegetable)
+    assert retriever.fill_choices("no slot here", focus) == []
+    assert retriever.fill_choices(template, "") == [[], []]
+
+
+def test_a_heading_between_two_chosen_sentences_stays_out(retriever):
+    doc = ("The aurora glows when particles from the Sun hit the upper atmosphere.\nColours by gas\n"
+           "The colour of the aurora depends on which gas is glowing.")
+    answer = retriever.answer("what colour is <fi>a natural phenomenon</fi>", "what colour is the aurora", doc)
+    assert answer == ("The aurora glows when particles from the Sun hit the upper atmosphere. "
+                      "The colour of the aurora depends on which gas is glowing.")

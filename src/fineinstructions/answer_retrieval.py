@@ -22,7 +22,8 @@ from collections import OrderedDict
 import numpy as np
 
 from fineinstructions.excerpts import compress_excerpts
-from fineinstructions.templates import ANY_TAG
+from fineinstructions.llm.template_fill import document_fills
+from fineinstructions.templates import ANY_TAG, SLOT
 
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by white space and no lower-case letter, or
 # at a line break. "3.5" and "e.g. in" stay inside; an abbreviation before a capital ("Dr. Smith") splits --
@@ -108,6 +109,17 @@ class SentenceRetriever:
         best = sorted(np.argsort(-(vectors @ query), kind="stable")[: self.sentences])
         return " ".join(window[spans[i][0]:spans[i][1]] for i in best)
 
+    def fill_choices(self, template: str, text: str, n: int = 8) -> list[list[str]]:
+        """Per `<fi>` slot, the `n` fills from `text` (spans the fill rules allow, `document_fills`) closest in
+        meaning to the slot's description: the model picks among them. Left to choose any span of the 3 sentences,
+        the 135M model fills "how do I reset the network settings on my <fi>a device</fi>" with "app phones"."""
+        descriptions = [m.group(1) for m in SLOT.finditer(template)]
+        candidates = document_fills(text)
+        if not descriptions or not candidates:
+            return [[] for _ in descriptions]
+        scores = self.embedder.embed_texts(descriptions) @ self.embedder.embed_texts(candidates).T
+        return [[candidates[j] for j in np.argsort(-row, kind="stable")[:n]] for row in scores]
+
     def fits(self, template: str, window: str) -> bool:
         return self.similarity(template, window) >= self.min_similarity
 
@@ -121,8 +133,8 @@ class SentenceRetriever:
         q = self.embedder.embed_texts([template_query(template), instruction])
         best = sorted(np.argsort(-(vectors @ (q[0] + q[1])), kind="stable")[: self.sentences])
         runs: list[list[int]] = []
-        for i in best:
-            if runs and runs[-1][-1] == i - 1:
+        for i in best:  # neighbours join with the window's own text, unless a heading or stub sits between them
+            if runs and runs[-1][-1] == i - 1 and not window[spans[i - 1][1]:spans[i][0]].strip():
                 runs[-1].append(i)
             else:
                 runs.append([i])

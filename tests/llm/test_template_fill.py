@@ -91,3 +91,24 @@ def test_a_later_slot_does_not_repeat_an_earlier_fill(trie):
     assert not _spell(trie, _fill(trie, template), " compare Paris with paris\n")
     assert _spell(trie, _fill(trie, template), " compare The Eiffel Tower with Paris\n")
     assert _spell(trie, _fill(trie, template), " compare The tower with The tower is 330 metres\n")
+
+
+def test_choices_limit_each_slot_to_the_fills_a_stage_picked(trie):
+    """`fill_template[3]`: per slot, the fills it may take; rule-breaking choices are dropped, none left = any span."""
+    template = "who designed <fi>a landmark</fi> in <fi>a city</fi>"
+    row = lambda choices: _Row(trie, DOC.encode(), None, (" ", template, "\n", choices))  # noqa: E731
+    picked = (("The Eiffel Tower", "Gustave Eiffel"), ("Paris",))
+    assert _spell(trie, row(picked), " who designed The Eiffel Tower in Paris\n")
+    assert not _spell(trie, row(picked), " who designed The tower in Paris\n")  # a span, but not a choice
+    assert not _spell(trie, row(picked), " who designed Gustave Eiffel in France\n")  # not Paris
+    assert _spell(trie, row((("of the",), ("Paris",))), " who designed The tower in Paris\n")  # no valid choice: any
+    assert _spell(trie, row((("Paris",),)), " who designed The tower in Paris\n")  # 1 list for 2 slots: ignored
+
+
+def test_document_fills_are_the_spans_the_rules_allow():
+    from fineinstructions.llm.template_fill import document_fills
+
+    fills = document_fills("The ceiling of the Sistine Chapel was painted by Michelangelo.")
+    assert {"The ceiling", "the Sistine Chapel", "Michelangelo", "Sistine Chapel"} <= set(fills)
+    assert not {"of the Sistine", "the", "painted by"} & set(fills)  # joining start, lone or final function word
+    assert all(len(f.split()) <= 5 for f in fills)

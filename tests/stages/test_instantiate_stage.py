@@ -148,6 +148,11 @@ def test_requests_carry_the_constraints_as_the_answer_must_write_them(tmp_path, 
         assert req.fill_template == ('{"instantiated_instruction": "', json.dumps(template)[1:-1], '"')
     else:  # labelled lines: raw window, the instruction runs from "Instruction:" to the line end
         assert req.copy_source == window and req.fill_template == (" ", template, "\n")
+    chosen = step._constrained(step.format.render({"template": template, "document": window}, step.params[0]),
+                               window, template, [['"yes" man']])
+    assert chosen.fill_template[:3] == req.fill_template  # per-slot choices ride along, written as the source is
+    assert chosen.fill_template[3] == ((json.dumps('"yes" man')[1:-1] if prompt_format == "compact" else '"yes" man',),)
+    assert chosen.to_dict() != req.to_dict()  # and are part of the cache key
     assert make().fill_slots is True  # by default fill_slots follows copy_excerpts
     plain = make(copy_excerpts=False)  # both off: nothing is constrained
     assert plain.fill_slots is False

@@ -48,8 +48,9 @@ class Request:
     prompt: str | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
     copy_source: str | None = None
-    #: (text before, template, text after) the instruction must follow, slots filled from `copy_source`
-    fill_template: tuple[str, str, str] | None = None
+    #: (text before, template, text after) the instruction must follow, slots filled from `copy_source`; a 4th
+    #: element, when there, holds per slot the fills it may choose from (`template_fill.TemplateFill`)
+    fill_template: tuple | None = None
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
@@ -73,13 +74,13 @@ class Request:
             d["copy_source"] = self.copy_source
             d["constraint_rules"] = CONSTRAINT_RULES
         if self.fill_template is not None:
-            d["fill_template"] = list(self.fill_template)
+            d["fill_template"] = json.loads(json.dumps(self.fill_template))  # nested tuples as lists
         return d
 
 
 #: version of the constrained-decoding rules (`copy_constraint.py`, `template_fill.py`), part of a constrained
 #: request's cache key: the same request decodes differently once the rules change, so old answers must not be reused
-CONSTRAINT_RULES = 3
+CONSTRAINT_RULES = 4
 
 
 @dataclass

@@ -20,8 +20,8 @@ from __future__ import annotations
 from itertools import islice
 
 from fineinstructions.excerpts import occurrences
-from fineinstructions.llm.template_fill import TemplateFill
-from fineinstructions.llm.token_trie import WORD_BEFORE, TokenTrie, is_word
+from fineinstructions.llm.template_fill import TemplateFill, word_starts
+from fineinstructions.llm.token_trie import TokenTrie, is_word
 
 OPEN, CLOSE, ELISION = b"<excerpt>", b"</excerpt>", b"<...>"
 #: excerpts per answer; a small model otherwise loops on quote after quote (97 % of gold answers need <= 4)
@@ -51,9 +51,9 @@ class _Row:
                  template: tuple[str, str, str] | None = None):
         self.trie, self.source = trie, source
         self.generated = bytearray(OPEN + opened if opened is not None else b"")
-        self.word_starts = [p for p in range(len(source)) if source[p] not in WORD_BEFORE
-                            and (p == 0 or source[p - 1] in WORD_BEFORE or source[p - 2:p] == b"\\n")]
-        self.template = TemplateFill(*template, source, self.word_starts) if template else None
+        self.word_starts = word_starts(source)
+        self.template = (TemplateFill(*template[:3], source, self.word_starts,
+                                      choices=template[3] if len(template) > 3 else None) if template else None)
 
     def add(self, data: bytes) -> None:
         """One more generated token's bytes."""

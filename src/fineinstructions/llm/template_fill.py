@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 
-from fineinstructions.llm.token_trie import TokenTrie
+from collections.abc import Sequence
+
+from fineinstructions.llm.token_trie import WORD_BEFORE, TokenTrie
 
 _SLOT = re.compile(rb"<fi>(?:(?!</?fi>).)*?</fi>", re.S)
 _WORD = re.compile(rb"[A-Za-z0-9\x80-\xff]+")  # a run of `is_word` bytes
@@ -40,7 +42,11 @@ class TemplateFill:
 
     DONE = (-1, b"", frozenset())
 
-    def __init__(self, prefix: str, template: str, suffix: str, source: bytes, word_starts: list[int]):
+    def __init__(self, prefix: str, template: str, suffix: str, source: bytes, word_starts: list[int],
+                 choices: Sequence[Sequence[str]] | None = None):
+        """`choices`: per `<fi>` slot, the fills it may take (strings of `source`; empty = any span). A stage that
+        knows which spans fit a slot (`answer_retrieval.py` ranks them by meaning) leaves the model to pick among
+        them; choices that break the rules below are dropped, and a slot left with none may take any span."""
         raw = template.encode("utf-8")
         parts: list[tuple[str, bytes]] = [("lit", prefix.encode("utf-8"))]
         last = 0
@@ -56,20 +62,19 @@ class TemplateFill:
         self.after_determiner = {i: _last_word(self.parts[i - 1][1].rstrip()) in DETERMINERS
                                  for i, part in enumerate(self.parts) if part[0] == "slot" and i > 0}
         # fills[d] / ends[d]: every document span a fill may be (d: it follows a determiner) / those it may end as
-        self.fills: dict[bool, set[bytes]] = {False: set(), True: set()}
-        self.ends: dict[bool, set[bytes]] = {False: set(), True: set()}
-        # where each word of the source starts, by its end: found once, not per span (this runs for every request)
-        word_start = {m.end(): m.start() for m in _WORD.finditer(source)}
-        for p in word_starts:  # only fills that can still end within MAX_FILL: no dead ends to decode into
-            first = m.group().lower() if (m := _WORD.match(source, p)) else b""
-            if first in JOINING:
-                continue
-            ends = [q for q in range(p + 1, min(len(source), p + MAX_FILL) + 1)
-                    if q in word_start and source[max(word_start[q], p):q].lower() not in FUNCTION_WORDS]
-            for d in (False, True) if first not in DETERMINERS else (False,):
-                self.fills[d].update(source[p:q] for q in range(p + 1, max(ends, default=p) + 1))
-                self.ends[d].update(source[p:q] for q in ends)
-        self._alive: dict[tuple[bytes, bool, frozenset], bool] = {}  # `_can_end` answers, per (fill, d, used)
+        self.fills, self.ends = fill_spans(source, word_starts)
+        # per slot part: the fills it may take and end as (the shared sets, or its choices' share of them)
+        self.slot_fills: dict[int, set[bytes]] = {}
+        self.slot_ends: dict[int, set[bytes]] = {}
+        slots = [i for i, part in enumerate(self.parts) if part[0] == "slot"]
+        if choices is not None and len(choices) != len(slots):  # slots side by side were merged: choices don't map
+            choices = None
+        for k, i in enumerate(slots):
+            d = self.after_determiner.get(i, False)
+            ends = {c.encode("utf-8") for c in choices[k]} & self.ends[d] if choices else set()
+            self.slot_ends[i] = ends or self.ends[d]
+            self.slot_fills[i] = {e[:n] for e in ends for n in range(1, len(e) + 1)} or self.fills[d]
+        self._alive: dict[tuple[bytes, int, frozenset], bool] = {}  # `_can_end` answers, per (fill, slot, used)
         # the template's first letter may change case ("who" → "Who"); nothing else may
         self.first = next(i for i, p in enumerate(self.parts) if i > 0 or not prefix)
         self.states = self._closure({self._start(0, frozenset())}) | {("null", 0, frozenset()), ("null", 1, frozenset())}
@@ -91,7 +96,7 @@ class TemplateFill:
                 continue
             kind, text = self.parts[i]
             if kind == "slot":
-                if x in self.ends[self.after_determiner.get(i, False)] and x.lower() not in used:
+                if x in self.slot_ends[i] and x.lower() not in used:
                     todo.append(self._start(i + 1, used | {x.lower()}))
             elif x == len(text) or kind == "opt" and x == 0:
                 todo.append(self._start(i + 1, used))
@@ -110,22 +115,22 @@ class TemplateFill:
                 continue
             kind, text = self.parts[i]
             if kind == "slot":
-                fill, d = x + bytes([byte]), self.after_determiner.get(i, False)
-                if fill in self.fills[d] and self._can_end(fill, d, used):
+                fill = x + bytes([byte])
+                if fill in self.slot_fills[i] and self._can_end(fill, i, used):
                     nxt.add((i, fill, used))
             elif x < len(text) and (text[x] == byte or i == self.first and x == 0 and _same(text[x], byte)):
                 nxt.add((i, x + 1, used))
         return self._closure(nxt)
 
-    def _can_end(self, fill: bytes, d: bool, used: frozenset) -> bool:
+    def _can_end(self, fill: bytes, i: int, used: frozenset) -> bool:
         """Whether `fill` can still end as a fill no earlier slot used: only a prefix of a used fill can be cut off
         that way, so only those are checked (against every end, once per state)."""
         low = fill.lower()
         if not any(u.startswith(low) for u in used):
             return True
-        key = (fill, d, used)
+        key = (fill, i, used)
         if key not in self._alive:
-            self._alive[key] = any(e.startswith(fill) and e.lower() not in used for e in self.ends[d])
+            self._alive[key] = any(e.startswith(fill) and e.lower() not in used for e in self.slot_ends[i])
         return self._alive[key]
 
     def advance(self, data: bytes) -> bool:
@@ -153,6 +158,44 @@ class TemplateFill:
                     if self.DONE not in nxt:
                         stack.append((child, nxt))
         return allowed
+
+
+def word_starts(source: bytes) -> list[int]:
+    """Where a copy or a fill may start: every word start of `source` (also after an escaped "\\n" in JSON)."""
+    return [p for p in range(len(source)) if source[p] not in WORD_BEFORE
+            and (p == 0 or source[p - 1] in WORD_BEFORE or source[p - 2:p] == b"\\n")]
+
+
+def fill_spans(source: bytes, starts: list[int]) -> tuple[dict[bool, set[bytes]], dict[bool, set[bytes]]]:
+    """(fills, ends), each keyed by "follows a determiner": every span of `source` a fill may be while it is
+    written (any prefix of a valid fill) and those it may end as (the noun-phrase rules above, at most MAX_FILL)."""
+    fills: dict[bool, set[bytes]] = {False: set(), True: set()}
+    ends: dict[bool, set[bytes]] = {False: set(), True: set()}
+    # where each word of the source starts, by its end: found once, not per span (this runs for every request)
+    word_start = {m.end(): m.start() for m in _WORD.finditer(source)}
+    for p in starts:  # only fills that can still end within MAX_FILL: no dead ends to decode into
+        first = m.group().lower() if (m := _WORD.match(source, p)) else b""
+        if first in JOINING:
+            continue
+        span_ends = [q for q in range(p + 1, min(len(source), p + MAX_FILL) + 1)
+                     if q in word_start and source[max(word_start[q], p):q].lower() not in FUNCTION_WORDS]
+        for d in (False, True) if first not in DETERMINERS else (False,):
+            fills[d].update(source[p:q] for q in range(p + 1, max(span_ends, default=p) + 1))
+            ends[d].update(source[p:q] for q in span_ends)
+    return fills, ends
+
+
+def document_fills(text: str, max_words: int = 5) -> list[str]:
+    """Every fill of at most `max_words` words the rules allow from `text`, sorted: the candidates a stage ranks
+    for a slot (`TemplateFill(choices=…)`)."""
+    source = text.encode("utf-8")
+    _, ends = fill_spans(source, word_starts(source))
+    out = set()
+    for span in ends[False]:
+        fill = span.decode("utf-8", "ignore").strip()
+        if fill and len(fill.split()) <= max_words and "\n" not in fill:
+            out.add(fill)
+    return sorted(out)
 
 
 def _last_word(text: bytes) -> bytes:

