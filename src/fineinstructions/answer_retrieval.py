@@ -67,47 +67,62 @@ def template_query(template: str) -> str:
 class SentenceRetriever:
     """Ranks a window's sentences against a template and its instruction with a sentence embedder.
 
-    One instance serves a whole stage: the sentence vectors of the last few windows are kept, because a document
-    window is asked about by each of its ~6 matched templates in a row."""
+    One instance serves a whole stage: the vectors of the last few windows' sentences and of the last few templates
+    are kept, because a document window is asked about by each of its ~6 matched templates in a row, and each
+    template is asked about a window three times (null or not, what to fill from, what to answer)."""
 
-    def __init__(self, embedder, sentences: int = 3, min_similarity: float = 0.30, cache_windows: int = 64):
+    def __init__(self, embedder, sentences: int = 3, min_similarity: float = 0.30, cache: int = 64):
         if sentences < 1:
             raise ValueError("sentences must be at least 1")
         self.embedder, self.sentences, self.min_similarity = embedder, sentences, min_similarity
         self._windows: OrderedDict[str, tuple[list[tuple[int, int]], np.ndarray]] = OrderedDict()
-        self._cache_windows = cache_windows
+        self._templates: OrderedDict[str, np.ndarray] = OrderedDict()  # a template is asked of several windows
+        self._cache = cache
+
+    def _cached(self, store: OrderedDict, key: str, make):
+        """`store[key]`, made on a miss; the `cache` most recently used keys are kept."""
+        if key in store:
+            store.move_to_end(key)
+        else:
+            store[key] = make()
+            if len(store) > self._cache:
+                store.popitem(last=False)
+        return store[key]
 
     def _sentences(self, window: str) -> tuple[list[tuple[int, int]], np.ndarray]:
-        if window in self._windows:
-            self._windows.move_to_end(window)
-            return self._windows[window]
-        spans = [(a, b) for a, b in sentence_spans(window) if is_candidate(window[a:b])]
-        vectors = self.embedder.embed_texts([window[a:b] for a, b in spans])
-        self._windows[window] = (spans, vectors)
-        if len(self._windows) > self._cache_windows:
-            self._windows.popitem(last=False)
-        return spans, vectors
+        def make():
+            spans = [(a, b) for a, b in sentence_spans(window) if is_candidate(window[a:b])]
+            return spans, self.embedder.embed_texts([window[a:b] for a, b in spans])
+        return self._cached(self._windows, window, make)
+
+    def _template(self, template: str) -> np.ndarray:
+        return self._cached(self._templates, template,
+                            lambda: self.embedder.embed_texts([template_query(template)])[0])
+
+    def _best(self, template: str, window: str) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+        """(the window's candidate spans, the indices of the `sentences` closest to the template, best first, and
+        their cosines): what `similarity` and `focus` both read."""
+        spans, vectors = self._sentences(window)
+        if not spans:
+            return spans, np.zeros(0, dtype=int), np.zeros(0)
+        scores = vectors @ self._template(template)
+        best = np.argsort(-scores, kind="stable")[: self.sentences]
+        return spans, best, scores[best]
 
     def similarity(self, template: str, window: str) -> float:
         """How well the window can answer the template: the mean cosine of its `sentences` best sentences to the
         template's plain text (0.0 for a window without sentences). Below `min_similarity` the answer is null."""
-        spans, vectors = self._sentences(window)
-        if not spans:
-            return 0.0
-        query = self.embedder.embed_texts([template_query(template)])[0]
-        best = np.sort(vectors @ query)[::-1][: self.sentences]
-        return float(best.mean())
+        _, best, scores = self._best(template, window)
+        return float(scores.mean()) if len(best) else 0.0
 
     def focus(self, template: str, window: str) -> str:
         """The `sentences` sentences closest to the template alone, in document order: the text the slots are
         filled from, so that the instruction asks about what the answer will say (from the whole window a small
         model fills "how long does it take to <fi>…</fi>" with any phrase at all)."""
-        spans, vectors = self._sentences(window)
+        spans, best, _ = self._best(template, window)
         if not spans:
             return window
-        query = self.embedder.embed_texts([template_query(template)])[0]
-        best = sorted(np.argsort(-(vectors @ query), kind="stable")[: self.sentences])
-        return " ".join(window[spans[i][0]:spans[i][1]] for i in best)
+        return " ".join(window[spans[i][0]:spans[i][1]] for i in sorted(best))
 
     def fill_choices(self, template: str, text: str, n: int = 8) -> list[list[str]]:
         """Per `<fi>` slot, the `n` fills from `text` (spans the fill rules allow, `document_fills`) closest in
@@ -130,8 +145,8 @@ class SentenceRetriever:
         spans, vectors = self._sentences(window)
         if not spans:
             return ""
-        q = self.embedder.embed_texts([template_query(template), instruction])
-        best = sorted(np.argsort(-(vectors @ (q[0] + q[1])), kind="stable")[: self.sentences])
+        query = self._template(template) + self.embedder.embed_texts([instruction])[0]
+        best = sorted(np.argsort(-(vectors @ query), kind="stable")[: self.sentences])
         runs: list[list[int]] = []
         for i in best:  # neighbours join with the window's own text, unless a heading or stub sits between them
             if runs and runs[-1][-1] == i - 1 and not window[spans[i - 1][1]:spans[i][0]].strip():

@@ -119,7 +119,7 @@ class Instantiator(LLMStep):
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
                                               cfg.max_document_chars, *(["copy"] if cfg.copy_excerpts else []),
                                               *(["fill"] if self.fill_slots else []), *retrieval)
-        self.retriever = None  # loaded in setup, with the LLM
+        self.retriever = None  # loaded on first use: the stage and goldeval both come through `instantiate`
 
     def setup(self, rank: int) -> None:
         world = self.cfg.tasks
@@ -176,21 +176,18 @@ class Instantiator(LLMStep):
         Answering by retrieval, a window that cannot answer the template is null before any LLM call."""
         self.load_retriever()
         asked = list(range(len(jobs)))  # the jobs the LLM is asked about, in order
+        # per asked job, the text its slots are filled from and each slot's choices (the same for every candidate)
+        sources: list[tuple[str, list[list[str]] | None]] = [(window, None) for _, window in jobs]
         if self.retriever is not None:
             asked = [i for i, (row, window) in enumerate(jobs) if self.retriever.fits(row["template"], window)]
+            sources = [self._fill_source(jobs[i][0]["template"], jobs[i][1]) for i in asked]
 
         def generate(todo: list[tuple[int, int]]) -> list[Completion]:
             requests = []
             for i, k in todo:
                 template, window = jobs[asked[i]][0]["template"], jobs[asked[i]][1]
                 request = self.format.render({"template": template, "document": window}, self.params[k])
-                # answering by retrieval, the slots are filled from the sentences that fit the template best,
-                # each with one of the spans closest in meaning to its description
-                source, choices = window, None
-                if self.retriever is not None:
-                    source = self.retriever.focus(template, window)
-                    if self.cfg.fill_choices > 0:
-                        choices = self.retriever.fill_choices(template, source, self.cfg.fill_choices)
+                source, choices = sources[i]
                 requests.append(self._constrained(request, source, template, choices))
             if self.retriever is not None:  # only the instruction is generated: no answer follow-up pass
                 return self.generate(requests)
@@ -207,6 +204,14 @@ class Instantiator(LLMStep):
             if fields.get("grounding") is not None:
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason
+
+    def _fill_source(self, template: str, window: str) -> tuple[str, list[list[str]] | None]:
+        """Answering by retrieval: the slots are filled from the sentences that fit the template best, each with
+        one of the spans closest in meaning to its description (`--fill-choices`; 0 = any of their spans)."""
+        source = self.retriever.focus(template, window)
+        if not self.cfg.fill_choices:
+            return source, None
+        return source, self.retriever.fill_choices(template, source, self.cfg.fill_choices)
 
     def _constrained(self, request: Request, window: str, template: str,
                      choices: list[list[str]] | None = None) -> Request:
