@@ -73,6 +73,14 @@ def test_each_slot_gets_the_spans_closest_to_its_description(retriever):
     assert retriever.fill_choices(template, "") == [[], []]
 
 
+def test_a_fill_choice_never_doubles_the_template_word_next_to_it(retriever):
+    text = "Michelangelo painted the ceiling of the Sistine Chapel. The chapel ceiling took four years."
+    (painter, ceiling), = [retriever.fill_choices("when did <fi>a painter</fi> paint the <fi>a part of a building</fi>"
+                                                 " ceiling", text, n=50)]
+    assert ceiling and not [c for c in ceiling if c.lower().split()[-1] == "ceiling"]
+    assert "Michelangelo" in painter and "the Sistine Chapel" not in ceiling  # "the the"
+
+
 def test_a_heading_between_two_chosen_sentences_stays_out(retriever):
     doc = ("The aurora glows when particles from the Sun hit the upper atmosphere.\nColours by gas\n"
            "The colour of the aurora depends on which gas is glowing.")

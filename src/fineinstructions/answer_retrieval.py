@@ -64,6 +64,22 @@ def template_query(template: str) -> str:
     return re.sub(r"\s+", " ", ANY_TAG.sub("", template)).strip()
 
 
+_WORDS = re.compile(r"\w+")
+
+
+def _neighbours(template: str, slot: re.Match) -> tuple[str, str]:
+    """The template words right before and after a slot, lower-cased ("" next to another slot or an end)."""
+    before = _WORDS.findall(template[:slot.start()].rsplit("</fi>", 1)[-1])
+    after = _WORDS.findall(template[slot.end():].split("<fi>", 1)[0])
+    return (before[-1].lower() if before else ""), (after[0].lower() if after else "")
+
+
+def _repeats(fill: str, before: str, after: str) -> bool:
+    """Whether a fill would double the template word next to it ("paint the ceiling ceiling", "plant plant")."""
+    words = _WORDS.findall(fill.lower())
+    return bool(words) and (words[0] == before or words[-1] == after)
+
+
 class SentenceRetriever:
     """Ranks a window's sentences against a template and its instruction with a sentence embedder.
 
@@ -128,12 +144,19 @@ class SentenceRetriever:
         """Per `<fi>` slot, the `n` fills from `text` (spans the fill rules allow, `document_fills`) closest in
         meaning to the slot's description: the model picks among them. Left to choose any span of the 3 sentences,
         the 135M model fills "how do I reset the network settings on my <fi>a device</fi>" with "app phones"."""
-        descriptions = [m.group(1) for m in SLOT.finditer(template)]
+        slots = list(SLOT.finditer(template))
+        descriptions = [m.group(1) for m in slots]
         candidates = document_fills(text)
         if not descriptions or not candidates:
             return [[] for _ in descriptions]
         scores = self.embedder.embed_texts(descriptions) @ self.embedder.embed_texts(candidates).T
-        return [[candidates[j] for j in np.argsort(-row, kind="stable")[:n]] for row in scores]
+        out = []
+        for m, row in zip(slots, scores):
+            before, after = _neighbours(template, m)
+            fitting = [candidates[j] for j in np.argsort(-row, kind="stable")
+                       if not _repeats(candidates[j], before, after)]
+            out.append(fitting[:n])
+        return out
 
     def fits(self, template: str, window: str) -> bool:
         return self.similarity(template, window) >= self.min_similarity

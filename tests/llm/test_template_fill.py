@@ -112,3 +112,11 @@ def test_document_fills_are_the_spans_the_rules_allow():
     assert {"The ceiling", "the Sistine Chapel", "Michelangelo", "Sistine Chapel"} <= set(fills)
     assert not {"of the Sistine", "the", "painted by"} & set(fills)  # joining start, lone or final function word
     assert all(len(f.split()) <= 5 for f in fills)
+
+
+def test_a_fill_stays_inside_one_sentence():
+    from fineinstructions.llm.template_fill import document_fills
+
+    fills = set(document_fills("Boil them until tender in the end. Many cooks salt the water: a spoonful.\nWell done"))
+    assert {"the end", "Many cooks", "the water", "a spoonful"} <= fills
+    assert not [f for f in fills if any(b in f for b in (". ", ": ", "\n"))]

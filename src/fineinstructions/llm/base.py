@@ -80,7 +80,7 @@ class Request:
 
 #: version of the constrained-decoding rules (`copy_constraint.py`, `template_fill.py`), part of a constrained
 #: request's cache key: the same request decodes differently once the rules change, so old answers must not be reused
-CONSTRAINT_RULES = 4
+CONSTRAINT_RULES = 5
 
 
 @dataclass

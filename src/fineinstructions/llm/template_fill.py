@@ -5,7 +5,7 @@ from the template. With `Request.fill_template` the transformers backend decodes
 automaton: the template's words (first letter in either case, an optional "?" at the end), each slot a document
 span from a word start to a word end of at most `MAX_FILL` bytes, or `null` (the template does not fit).
 
-A fill names a thing, so it reads as a noun phrase: it does not end on a function word ("a", "of", "and"), does not
+A fill names a thing, so it reads as a noun phrase: it stays inside one sentence, it does not end on a function word ("a", "of", "and"), does not
 start on a joining word ("and the areas", "in the far south"), and after a determiner in the template ("what is the
 <fi>…</fi>") it does not start with another one. In the demo, a third of the 135M model's fills broke these rules
 ("should you put a in a boil", "what is the a") and the judge rightly scored every one of them low.
@@ -13,8 +13,8 @@ start on a joining word ("and the areas", "in the far south"), and after a deter
 
 from __future__ import annotations
 
+import bisect
 import re
-
 from collections.abc import Sequence
 
 from fineinstructions.llm.token_trie import WORD_BEFORE, TokenTrie
@@ -22,6 +22,8 @@ from fineinstructions.llm.token_trie import WORD_BEFORE, TokenTrie
 _SLOT = re.compile(rb"<fi>(?:(?!</?fi>).)*?</fi>", re.S)
 _WORD = re.compile(rb"[A-Za-z0-9\x80-\xff]+")  # a run of `is_word` bytes
 _LAST_WORD = re.compile(_WORD.pattern + rb"\Z")
+#: a fill stays inside one sentence or line ("the end. Many cooks" names nothing): it stops before these
+_BREAK = re.compile(rb"[.!?;:](?=\s)|\n|\\n")
 MAX_FILL = 48  # bytes of one slot's fill: a slot names a thing ("the Sistine Chapel"), it does not quote a passage
 
 #: words that start a noun phrase but never make one on their own
@@ -173,11 +175,14 @@ def fill_spans(source: bytes, starts: list[int]) -> tuple[dict[bool, set[bytes]]
     ends: dict[bool, set[bytes]] = {False: set(), True: set()}
     # where each word of the source starts, by its end: found once, not per span (this runs for every request)
     word_start = {m.end(): m.start() for m in _WORD.finditer(source)}
+    breaks = [m.start() for m in _BREAK.finditer(source)]
     for p in starts:  # only fills that can still end within MAX_FILL: no dead ends to decode into
         first = m.group().lower() if (m := _WORD.match(source, p)) else b""
         if first in JOINING:
             continue
-        span_ends = [q for q in range(p + 1, min(len(source), p + MAX_FILL) + 1)
+        k = bisect.bisect_left(breaks, p)
+        stop = breaks[k] if k < len(breaks) else len(source)
+        span_ends = [q for q in range(p + 1, min(stop, p + MAX_FILL) + 1)
                      if q in word_start and source[max(word_start[q], p):q].lower() not in FUNCTION_WORDS]
         for d in (False, True) if first not in DETERMINERS else (False,):
             fills[d].update(source[p:q] for q in range(p + 1, max(span_ends, default=p) + 1))
