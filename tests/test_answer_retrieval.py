@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fineinstructions.answer_retrieval import SentenceRetriever, is_candidate, sentence_spans, template_query
+from fineinstructions.answer_retrieval import (SentenceRetriever, candidate_spans, is_candidate, sentence_spans,
+                                              template_query)
 from fineinstructions.embed import Embedder, default_embedder_path
 from fineinstructions.excerpts import expand_excerpts
 
@@ -26,8 +27,16 @@ def test_sentences_are_cut_verbatim_and_headings_are_not_candidates():
     assert pieces == ["Everyday care", "Clean it warm.", "Heat to 3.5 degrees, e.g. in the oven!", 'He said "done."',
                       'Then "stop".']
     assert [is_candidate(p) for p in pieces] == [False, False, True, False, False]  # a heading; under 4 words
-    assert is_candidate("a line of eight words without any end mark")  # long lines count without punctuation
+    assert is_candidate("A line of eight words without any end mark")  # long lines count without punctuation
     assert sentence_spans("") == [] and sentence_spans(" \n ") == []
+
+
+def test_the_sentences_a_window_cuts_into_are_not_answers():
+    window = ("that gives you tax advantages for saving toward retirement. When you withdraw it in retirement, "
+              "withdrawals are taxed as ordinary income. In exchange, the investments grow and qualified withdrawals")
+    assert [window[a:b] for a, b in candidate_spans(window)] == [
+        "When you withdraw it in retirement, withdrawals are taxed as ordinary income."]
+    assert len(candidate_spans(window + " are not taxed.")) == 2  # a whole last sentence stays
     assert template_query("how long does it take to <fi>a cooking method</fi> <fi>a vegetable</fi>") == \
         "how long does it take to a cooking method a vegetable"
 

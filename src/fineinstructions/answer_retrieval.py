@@ -54,9 +54,24 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 
 def is_candidate(sentence: str) -> bool:
-    """Whether a sentence can be (part of) an answer: long enough, and not a heading."""
+    """Whether a sentence can be (part of) an answer: long enough, not a heading, and not the tail of a sentence
+    (a lower-case start: where a document window cuts into a sentence, "that gives you tax advantages …")."""
     n = len(sentence.split())
-    return n >= MIN_WORDS and (n >= HEADING_WORDS or sentence.rstrip("\"')]\u2019\u201d")[-1:] in ".!?:;")
+    return (n >= MIN_WORDS and not sentence[:1].islower()
+            and (n >= HEADING_WORDS or _ends_a_sentence(sentence)))
+
+
+def _ends_a_sentence(text: str) -> bool:
+    return text.rstrip("\"')]\u2019\u201d")[-1:] in ".!?:;"
+
+
+def candidate_spans(window: str) -> list[tuple[int, int]]:
+    """The window's sentences that can be answer sentences: `is_candidate`, and not a last sentence the window's
+    end cuts off (no end mark)."""
+    spans = [(a, b) for a, b in sentence_spans(window) if is_candidate(window[a:b])]
+    if spans and spans[-1][1] == len(window.rstrip()) and not _ends_a_sentence(window[slice(*spans[-1])]):
+        spans.pop()
+    return spans
 
 
 def template_query(template: str) -> str:
@@ -107,7 +122,7 @@ class SentenceRetriever:
 
     def _sentences(self, window: str) -> tuple[list[tuple[int, int]], np.ndarray]:
         def make():
-            spans = [(a, b) for a, b in sentence_spans(window) if is_candidate(window[a:b])]
+            spans = candidate_spans(window)
             return spans, self.embedder.embed_texts([window[a:b] for a, b in spans])
         return self._cached(self._windows, window, make)
 
@@ -141,9 +156,14 @@ class SentenceRetriever:
         return " ".join(window[spans[i][0]:spans[i][1]] for i in sorted(best))
 
     def fill_choices(self, template: str, text: str, n: int = 8) -> list[list[str]]:
+        """`ranked_fills` without the cosines."""
+        return [[fill for fill, _ in slot] for slot in self.ranked_fills(template, text, n)]
+
+    def ranked_fills(self, template: str, text: str, n: int = 8) -> list[list[tuple[str, float]]]:
         """Per `<fi>` slot, the `n` fills from `text` (spans the fill rules allow, `document_fills`) closest in
         meaning to the slot's description: the model picks among them. Left to choose any span of the 3 sentences,
-        the 135M model fills "how do I reset the network settings on my <fi>a device</fi>" with "app phones"."""
+        the 135M model fills "how do I reset the network settings on my <fi>a device</fi>" with "app phones".
+        Each fill comes with its cosine to the description, best first."""
         slots = list(SLOT.finditer(template))
         descriptions = [m.group(1) for m in slots]
         candidates = document_fills(text)
@@ -153,7 +173,7 @@ class SentenceRetriever:
         out = []
         for m, row in zip(slots, scores):
             before, after = _neighbours(template, m)
-            fitting = [candidates[j] for j in np.argsort(-row, kind="stable")
+            fitting = [(candidates[j], float(row[j])) for j in np.argsort(-row, kind="stable")
                        if not _repeats(candidates[j], before, after)]
             out.append(fitting[:n])
         return out

@@ -116,3 +116,13 @@ def test_the_shared_prefix_kv_cache_gives_the_plain_greedy_output(smollm):
         smollm.min_prefix_tokens = 32
     assert [c.text for c in cached] == [c.text for c in plain]
     assert all(c.ok and c.completion_tokens > 0 for c in cached)
+
+
+def test_loglikelihood_prefers_fluent_text_and_does_not_depend_on_the_batch(smollm):
+    texts = ["who painted the ceiling of the Sistine Chapel", "who painted the ceiling of ceiling the Chapel",
+             "how long does it take to boil potatoes", "how long does it take to cooks potatoes", "a"]
+    together = smollm.loglikelihood(texts)
+    alone = [smollm.loglikelihood([t])[0] for t in texts]
+    assert together == pytest.approx(alone, abs=1e-3)
+    assert together[0] > together[1] and together[2] > together[3]
+    assert all(v < 0 for v in together) and smollm.loglikelihood([]) == []

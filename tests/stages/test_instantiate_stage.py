@@ -209,3 +209,18 @@ def test_auto_answers_by_retrieval_only_for_the_embedded_default():
     assert answer_mode("auto", LLMConfig(model="HuggingFaceTB/SmolLM2-1.7B-Instruct")) == "generate"
     assert answer_mode("generate", LLMConfig()) == "generate"
     assert answer_mode("auto", LLMConfig(adapter="students/instantiate")) == "generate"  # a student writes answers
+
+
+def test_auto_fills_by_ranking_only_where_it_can():
+    from fineinstructions.llm import LLMConfig
+    from fineinstructions.stages.instantiate import fill_mode
+
+    served = LLMConfig(backend="openai", base_url="http://127.0.0.1:1/v1", model="m")
+    assert fill_mode("auto", "retrieve", LLMConfig()) == "rank"
+    assert fill_mode("auto", "generate", LLMConfig()) == "generate"  # ranking needs the retrieved fill choices
+    assert fill_mode("auto", "retrieve", served) == "generate"  # and a backend that scores text
+    assert fill_mode("generate", "retrieve", LLMConfig()) == "generate"
+    with pytest.raises(UserError, match="--fill-by rank needs"):
+        fill_mode("rank", "retrieve", served)
+    with pytest.raises(UserError, match="--fill-by must be"):
+        fill_mode("guess", "retrieve", LLMConfig())

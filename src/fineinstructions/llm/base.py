@@ -146,6 +146,12 @@ class LLMBackend(ABC):
             on_result(i, c)
         return out
 
+    def loglikelihood(self, texts: Sequence[str]) -> list[float]:
+        """The summed log-probability of each text's tokens, read as plain text from its start: to choose among
+        finished candidates (`instantiate --fill-by rank`) rather than write one token by token. Backends that
+        cannot score text raise `NotImplementedError`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score text")
+
     def close(self) -> None:
         """Release servers, sessions or GPU memory. Safe to call twice."""
 

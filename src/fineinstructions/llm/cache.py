@@ -134,6 +134,9 @@ class CachedBackend(LLMBackend):
                 out.append(next(fresh_iter))
         return out
 
+    def loglikelihood(self, texts: Sequence[str]) -> list[float]:
+        return self.backend.loglikelihood(texts)  # not cached: a forward pass, cheaper than a cache round trip
+
     def close(self) -> None:
         self.backend.close()
         self.cache.close()

@@ -249,6 +249,27 @@ class TransformersBackend(LLMBackend):
                 results[j] = self._decode(new_tokens[row].tolist(), len(ids[j]), params)
         return [results[j] for j in range(len(prompts))]
 
+    def loglikelihood(self, texts: Sequence[str]) -> list[float]:
+        """Summed token log-probabilities of each text after the start token (BOS, else EOS), in batches."""
+        import torch
+
+        start = self.tokenizer.bos_token_id
+        start = self.tokenizer.eos_token_id if start is None else start
+        ids = [[start] + self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        out = [0.0] * len(texts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for s in range(0, len(order), self.batch_size):
+            batch = order[s : s + self.batch_size]
+            width = max(len(ids[i]) for i in batch)
+            rows = torch.tensor([ids[i] + [start] * (width - len(ids[i])) for i in batch], device=self.device)
+            mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch], device=self.device)
+            with torch.inference_mode():
+                logits = self.model(input_ids=rows, attention_mask=mask).logits[:, :-1].float()
+            token_lp = torch.log_softmax(logits, -1).gather(-1, rows[:, 1:, None]).squeeze(-1) * mask[:, 1:]
+            for i, v in zip(batch, token_lp.sum(1).tolist()):
+                out[i] = v
+        return out
+
     def _trie(self) -> ExcerptTrie:
         """The tokenizer's byte trie for constrained copying, built on first use (~1 s)."""
         if self._copy_trie is None:

@@ -28,6 +28,7 @@ from fineinstructions import schemas
 from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.excerpts import close_open_excerpt, expand_excerpts, seed_words
+from fineinstructions.fill_ranking import PER_SLOT, SIMILARITY_WEIGHT, Choices, rank_instructions
 from fineinstructions.llm import LLMConfig, adapter_folder, fingerprint, preflight
 from fineinstructions.llm.base import Completion, Request
 from fineinstructions.parsing import is_null_answer
@@ -77,6 +78,11 @@ class InstantiateConfig(DocumentOptions):
     fill_choices: int = option(
         8, "--answer-by retrieve: each slot is filled with one of this many spans of the best sentences, those "
            "closest in meaning to the slot's description (0: any span)")
+    fill_by: str = option(
+        "auto", "generate | rank: the LLM writes the instruction under the fill constraint, or it scores every "
+                "combination of the slots' --fill-choices (the whole instruction, as plain text) and the likeliest "
+                "wins (fill_ranking.py). rank needs --answer-by retrieve and a backend that scores text "
+                "(transformers). auto = rank when both hold, generate otherwise")
     min_grounding: float = option(0.8, "min share of the answer's characters copied from the document by excerpts")
     best_of: int = option(1, "candidates per pair (1 greedy + n-1 sampled); the first that passes every check is kept")
     temperature: float = option(0.8, "sampling temperature of the extra candidates")
@@ -113,8 +119,9 @@ class Instantiator(LLMStep):
         self.format = resolve_format("instantiate", cfg.prompt_format, self.llm, "fewshot", "fewshot-completion")
         self.params = candidate_params(self.format, cfg.max_tokens, cfg.best_of, cfg.temperature, cfg.seed)
         self.answer_by = answer_mode(cfg.answer_by, self.llm)
+        self.fill_by = fill_mode(cfg.fill_by, self.answer_by, self.llm)
         retrieval = ([cfg.answer_sentences, cfg.min_answer_similarity, cfg.embedder or "default-embedder",
-                      cfg.fill_choices]
+                      cfg.fill_choices, *([f"rank:{SIMILARITY_WEIGHT}:{PER_SLOT}"] if self.fill_by == "rank" else [])]
                      if self.answer_by == "retrieve" else [])
         self.prompt_fingerprint = fingerprint(self.format.fingerprint, [p.to_dict() for p in self.params],
                                               cfg.max_document_chars, *(["copy"] if cfg.copy_excerpts else []),
@@ -177,10 +184,13 @@ class Instantiator(LLMStep):
         self.load_retriever()
         asked = list(range(len(jobs)))  # the jobs the LLM is asked about, in order
         # per asked job, the text its slots are filled from and each slot's choices (the same for every candidate)
-        sources: list[tuple[str, list[list[str]] | None]] = [(window, None) for _, window in jobs]
+        sources: list[tuple[str, Choices | None]] = [(window, None) for _, window in jobs]
         if self.retriever is not None:
             asked = [i for i, (row, window) in enumerate(jobs) if self.retriever.fits(row["template"], window)]
             sources = [self._fill_source(jobs[i][0]["template"], jobs[i][1]) for i in asked]
+        if self.fill_by == "rank":
+            yield from self._ranked(jobs, asked, sources)
+            return
 
         def generate(todo: list[tuple[int, int]]) -> list[Completion]:
             requests = []
@@ -188,7 +198,8 @@ class Instantiator(LLMStep):
                 template, window = jobs[asked[i]][0]["template"], jobs[asked[i]][1]
                 request = self.format.render({"template": template, "document": window}, self.params[k])
                 source, choices = sources[i]
-                requests.append(self._constrained(request, source, template, choices))
+                requests.append(self._constrained(request, source, template,
+                                                  [[f for f, _ in slot] for slot in choices] if choices else None))
             if self.retriever is not None:  # only the instruction is generated: no answer follow-up pass
                 return self.generate(requests)
             return self.generate_format(self.format, requests,
@@ -199,19 +210,36 @@ class Instantiator(LLMStep):
             return self.evaluate(c, {**row, "model_id": self.model_id}, window)
 
         answered = dict(zip(asked, first_passing(len(asked), len(self.params), generate, check)))
+        yield from self._outcomes(jobs, answered)
+
+    def _ranked(self, jobs: list[tuple[dict, str]], asked: list[int],
+                sources: list[tuple[str, Choices | None]]) -> Iterable[Outcome]:
+        """`--fill-by rank`: each asked job's instruction is its likeliest filling (`fill_ranking.py`), its answer
+        the retrieved sentences; the same checks as a generated pair. A slot without any choice cannot be filled."""
+        instructions = rank_instructions([(jobs[i][0]["template"], choices or []) for i, (_, choices)
+                                          in zip(asked, sources)], self.backend.loglikelihood)
+        answered = {}
+        for i, instruction in zip(asked, instructions):
+            row, window = jobs[i]
+            base = {**row, "model_id": self.model_id}
+            answered[i] = (base, "unfilled_slot") if instruction is None else self.checked(base, instruction, window)
+        yield from self._outcomes(jobs, answered)
+
+    def _outcomes(self, jobs: list[tuple[dict, str]], answered: dict[int, Outcome]) -> Iterable[Outcome]:
+        """One outcome per job, in order: its answer, or null for a job the LLM was not asked about."""
         for j, (row, _) in enumerate(jobs):
             fields, reason = answered.get(j, ({**row, "model_id": self.model_id}, "null"))
             if fields.get("grounding") is not None:
                 self.stat_update(f"dist/grounding/{grounding_bucket(fields['grounding'])}")
             yield {**fields, "status": reason or "ok"}, reason
 
-    def _fill_source(self, template: str, window: str) -> tuple[str, list[list[str]] | None]:
+    def _fill_source(self, template: str, window: str) -> tuple[str, Choices | None]:
         """Answering by retrieval: the slots are filled from the sentences that fit the template best, each with
-        one of the spans closest in meaning to its description (`--fill-choices`; 0 = any of their spans)."""
+        one of the spans closest in meaning to its description (`--fill-choices`; 0 = any of their spans; ranking
+        needs choices, so it takes 8 then)."""
         source = self.retriever.focus(template, window)
-        if not self.cfg.fill_choices:
-            return source, None
-        return source, self.retriever.fill_choices(template, source, self.cfg.fill_choices)
+        n = self.cfg.fill_choices or (8 if self.fill_by == "rank" else 0)
+        return source, self.retriever.ranked_fills(template, source, n) if n else None
 
     def _constrained(self, request: Request, window: str, template: str,
                      choices: list[list[str]] | None = None) -> Request:
@@ -247,12 +275,21 @@ class Instantiator(LLMStep):
             return base, "null"
         if not isinstance(instruction, str) or not instruction.strip():
             return base, "missing_instruction"
-        instruction = normalize_whitespace(instruction)
-        base["instruction"] = instruction
         if self.retriever is not None:
-            answer = self.retriever.excerpt_answer(base["template"], instruction, window)
+            return self.checked(base, instruction, window)
         if not isinstance(answer, str) or not answer.strip():
             return base, "truncated" if c.finish_reason == "length" else "missing_answer"
+        return self.checked(base, instruction, window, answer)
+
+    def checked(self, base: dict, instruction: str, window: str, answer: str | None = None) -> Outcome:
+        """Every check on a written instruction and its answer (retrieved when `answer` is None): (row, reject
+        reason or None)."""
+        instruction = normalize_whitespace(instruction)
+        base["instruction"] = instruction
+        if answer is None:
+            answer = self.retriever.excerpt_answer(base["template"], instruction, window)
+            if not answer.strip():
+                return base, "missing_answer"
         base["answer_raw"] = answer.strip()
         if ANY_TAG.search(instruction):
             return base, "unfilled_slot"
@@ -267,7 +304,7 @@ class Instantiator(LLMStep):
         base.update(answer=expansion.text.strip(), grounding=expansion.grounding)
         if expansion.grounding < self.cfg.min_grounding:
             return base, "low_grounding"
-        base.pop("raw_output")
+        base.pop("raw_output", None)
         return base, None
 
 
@@ -279,6 +316,18 @@ def answer_mode(answer_by: str, llm: LLMConfig) -> str:
     if answer_by == "auto":
         return "retrieve" if is_embedded_default(llm) and not adapter_folder(llm) else "generate"
     return answer_by
+
+
+def fill_mode(fill_by: str, answer_by: str, llm: LLMConfig) -> str:
+    """`--fill-by auto`: rank when answering by retrieval (it supplies the fill choices) on the transformers backend
+    (it scores text); generate otherwise."""
+    if fill_by not in ("auto", "generate", "rank"):
+        raise UserError(f"--fill-by must be auto, generate or rank, not {fill_by!r}")
+    can_rank = answer_by == "retrieve" and llm.backend == "transformers"
+    if fill_by == "rank" and not can_rank:
+        raise UserError("--fill-by rank needs --answer-by retrieve and the transformers backend (it scores the "
+                        f"candidate instructions), not --answer-by {answer_by} on {llm.backend}")
+    return fill_by if fill_by != "auto" else "rank" if can_rank else "generate"
 
 
 def run(cfg: InstantiateConfig) -> StageSummary:
