@@ -1,13 +1,18 @@
 """Which judge student: a LoRA on the embedded LLM writing {"score": N}, or a classifier on a small encoder (the
-FineWeb-Edu pattern: frozen sentence embeddings → a regression head)? Both are trained on the gold judge TRAIN
-split and scored on DEV with the gold metrics (keep_accuracy, spearman, mae).
+FineWeb-Edu pattern: frozen sentence embeddings → a head)? All are trained on the gold judge TRAIN split and scored
+on DEV with the gold metrics (keep_accuracy, spearman, mae); the test split is never read.
 
-    python benchmarks/judge_student_choice.py [--lora-student DIR]
+    python benchmarks/judge_student_choice.py [--lora-student DIR] [--classifier-student DIR]
 
-The encoder is all-MiniLM-L6-v2 (the embedded embedder); features: the instruction's and the answer's embeddings,
-their product and cosine, the answer's length and whether the instruction still has a <fi> slot; head: ridge
-regression, clipped and rounded to 1-5. The LoRA student's dev metrics are read from its student.json. Writes
-benchmarks/results/judge_student_choice.json.
+Candidates (encoder: all-MiniLM-L6-v2, the embedded embedder):
+- ridge on raw embeddings: the instruction's and the answer's vectors, their product and cosine, the answer's length
+  and whether the instruction still has a <fi> slot; clipped and rounded to 1-5 (the first try; it lost).
+- the shipped classifier (`judge_classifier.py`): 14 features an annotator's reasons name, a multinomial logistic
+  regression and a keep cut from cross-validation on train, C chosen on dev by `distill --method classifier`
+  (its student.json; default `src/fineinstructions/students/judge`).
+- the LoRA student's best dev epoch, from its student.json (`--lora-student`) or, once the classifier replaced it,
+  from students.json (`lora_before`).
+Writes benchmarks/results/judge_student_choice.json.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def features(embedder: Embedder, data: list[dict]) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lora-student", type=Path)
+    ap.add_argument("--classifier-student", type=Path, default=ROOT / "src" / "fineinstructions" / "students" / "judge")
     args = ap.parse_args()
     from sklearn.linear_model import RidgeCV
 
@@ -47,9 +53,16 @@ def main() -> None:
     predicted = np.clip(np.rint(head.predict(features(embedder, dev))), 1, 5).astype(int)
     classifier = judge_metrics([{"score": r["score"], "predicted": int(p)} for r, p in zip(dev, predicted)])
     result = {"dev_rows": len(dev), "classifier (MiniLM + ridge)": classifier}
+    meta = json.loads((args.classifier_student / "student.json").read_text())
+    result["classifier (features + logistic regression, shipped)"] = {**meta["best"]["metrics"],
+                                                                      "C": meta["best"].get("c")}
     if args.lora_student:
         meta = json.loads((args.lora_student / "student.json").read_text())
         result["LoRA student (SmolLM2-135M)"] = meta["best"]["metrics"]
+    else:
+        chosen = json.loads((args.classifier_student.parent / "students.json").read_text())["judge"]
+        if "lora_before" in chosen:
+            result["LoRA student (SmolLM2-135M)"] = chosen["lora_before"]["dev_metrics"]
     (ROOT / "benchmarks" / "results" / "judge_student_choice.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

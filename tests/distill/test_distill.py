@@ -217,3 +217,41 @@ def test_balance_repeats_rarer_judge_scores_up_to_the_commonest(tmp_path, tiny_m
                  "--base-model", str(tiny_model), "--epochs", "1", "--batch-size", "4", "--no-progress"]) == 0
     meta = json.loads((out / "student.json").read_text())
     assert meta["teacher"]["examples"] == len(scores) * max(scores.values()) and meta["settings"]["balance"]
+
+
+def test_a_classifier_judge_distils_from_a_gold_file_and_from_a_judge_folder(tmp_path):
+    """`--method classifier`: each C of the grid is scored on dev through the judge stage; the best is written with
+    its card; a judge stage's output (kept and rejected pairs) is teacher data too."""
+    from fineinstructions.distill.classifier import GRID, judge_pairs
+    from fineinstructions.judge_classifier import JudgeClassifier
+
+    train, dev = few("judge", "train", 60, tmp_path), few("judge", "dev", 12, tmp_path)
+    out = tmp_path / "student"
+    assert main(["distill", "--stage", "judge", "--method", "classifier", "--input", str(train), "--output",
+                 str(out), "--no-progress"]) == 0
+    meta = json.loads((out / "student.json").read_text())
+    assert meta["dev"] == str(dev) and [h["c"] for h in meta["history"]] == list(GRID)
+    assert meta["best"]["score"] == max(h["score"] for h in meta["history"])
+    assert meta["teacher"]["examples"] == 60 and meta["best"]["metrics"]["n"] == 12
+    JudgeClassifier.load(out)  # loads
+    assert "scikit-learn" in (out / "README.md").read_text()
+    # the student judges a copy of the dev pairs as a stage; its output is teacher data for another classifier
+    assert main(["goldeval", "judge", "--input", str(dev), "--output", str(tmp_path / "ge"), "--llm-adapter",
+                 str(out), "--no-progress"]) == 0
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fineinstructions import schemas
+    gold = [json.loads(line) for line in train.open()]
+    folder = tmp_path / "judged"
+    (folder / "rejects").mkdir(parents=True)
+    for where, rows in ((folder, gold[:30]), (folder / "rejects", gold[30:])):
+        pq.write_table(pa.Table.from_pylist([{"pair_id": r["id"], "instruction": r["instruction"],
+                                              "answer": r["answer"], "score": r["score"]} for r in rows],
+                                            schema=schemas.JUDGED), where / "part-00000.parquet")
+    pairs, skipped = judge_pairs(folder)
+    assert len(pairs) == 60 and not skipped
+    assert main(["distill", "--stage", "judge", "--method", "classifier", "--input", str(folder), "--output",
+                 str(tmp_path / "from-stage"), "--dev", str(dev), "--no-progress"]) == 0
+    assert main(["distill", "--stage", "templatize", "--method", "classifier", "--input", str(train), "--output",
+                 str(tmp_path / "x")]) == 2

@@ -27,7 +27,7 @@ def test_distill_students_trains_each_stage_and_ships_the_chosen(tmp_path, tiny_
     config = {"base_model": str(tiny_model), "epochs": 1, "batch_size": 2, "progress": False,
               "templatize": {"input": str(tmp_path / "train" / "templatize.jsonl"),
                              "augment": {"queries": str(queries), "per_source": 2, "samples": 2, "gold": str(GOLD)}},
-              "judge": {"input": str(tmp_path / "train" / "judge.jsonl"), "lr": 1e-3,
+              "judge": {"input": str(tmp_path / "train" / "judge.jsonl"), "method": "classifier",
                         "ship_if_better_than_prompted": False}}
     (tmp_path / "students.yaml").write_text(yaml.safe_dump(config))
     ship = tmp_path / "ship"
@@ -46,7 +46,9 @@ def test_distill_students_trains_each_stage_and_ships_the_chosen(tmp_path, tiny_
     assert (ship / "templatize").exists() == (t["shipped"] is not None)
     assert "prompted" not in chosen["judge"] and chosen["judge"]["shipped"]
     for stage in (s for s in chosen if chosen[s]["shipped"]):
-        assert sorted(p.name for p in (ship / stage).iterdir()) == sorted(SHIPPED_FILES)
+        lora = set(SHIPPED_FILES) - {"classifier.json"}
+        shipped = {"classifier.json", "README.md", "student.json"} if stage == "judge" else lora
+        assert {p.name for p in (ship / stage).iterdir()} == shipped
         assert json.loads((ship / stage / "student.json").read_text())["stage"] == stage
     # unknown keys are refused before anything trains
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"epoch": 2, "judge": {}}))

@@ -1,5 +1,6 @@
 """The embedded default is SmolLM2-135M plus the shipped students: `adapter: auto` and `prompt_format: auto` pick
-each stage's student and its compact contract for the embedded model only; the students fit the size budget."""
+each stage's student (and its compact contract; the judge's is a classifier) for the embedded model only; the
+students fit the size budget."""
 
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ def test_auto_picks_the_shipped_student_and_its_contract_for_the_embedded_model_
     shipped = student_path(stage)
     assert shipped is not None, f"no student shipped for {stage}: run distill-students configs/students.yaml"
     meta = json.loads((shipped / "student.json").read_text())
-    assert meta["stage"] == stage and meta["method"] == "lora"
     auto = resolve_adapter(LLMConfig(), stage)
     assert auto.adapter == str(shipped)
-    assert resolve_format(stage, "auto", auto, "chat", "completion").name == meta["prompt_format"] == "compact"
+    if stage == "judge":  # a classifier (judge_classifier.py): the judge step generates nothing
+        from fineinstructions.stages.judge import Judge, JudgeConfig
+
+        assert meta["method"] == "classifier" and (shipped / "classifier.json").is_file()
+        assert Judge(JudgeConfig(output="unused")).classifier is not None
+    else:
+        assert meta["stage"] == stage and meta["method"] == "lora"
+        assert resolve_format(stage, "auto", auto, "chat", "completion").name == meta["prompt_format"] == "compact"
     for other in (LLMConfig(model="org/some-model"), LLMConfig(backend="openai", model="m"), LLMConfig(adapter="none")):
         assert resolve_adapter(other, stage).adapter is None  # a student only fits the weights it was trained on
 

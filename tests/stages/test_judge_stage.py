@@ -111,3 +111,29 @@ def test_every_documented_reply_shape_goes_through_the_stage(tmp_path, fmt):
             assert scores == {q: want for q, (_, want) in REPLY_SHAPES.items()}, attempt
             assert summary.rejects == {"unparseable_score": 2}
         assert summary.llm.get("cached_requests") == len(REPLY_SHAPES)
+
+
+def test_a_classifier_judge_scores_every_pair_without_an_llm(tmp_path):
+    """The shipped judge student is a classifier (real MiniLM features): no LLM is reached -- the configured server
+    does not exist -- every pair gets a score, the expected score is the judgement, and the threshold applies."""
+    from fineinstructions.llm import LLMConfig, student_path
+
+    rows = [{"pair_id": "good", "instruction": "who painted the ceiling of the Sistine Chapel",
+             "answer": "The ceiling of the Sistine Chapel in Vatican City was painted by Michelangelo Buonarroti "
+                       "between 1508 and 1512.", "status": "ok"},
+            {"pair_id": "echo", "instruction": "who painted the ceiling of the Sistine Chapel",
+             "answer": "Who painted the ceiling of the Sistine Chapel?", "status": "ok"},
+            {"pair_id": "unfilled", "instruction": "how long does it take to boil <fi>a vegetable</fi>",
+             "answer": "Potatoes were first grown in the Andes.", "status": "ok"}]
+    src = write_shard(tmp_path / "instantiate", schemas.PAIRS, [{"document_id": "d", "template_id": "t", **r}
+                                                                for r in rows])
+    nowhere = LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m", adapter=str(student_path("judge")))
+    summary = run(JudgeConfig(input=src, output=str(tmp_path / "j"), llm=nowhere, progress=False, min_score=1))
+    judged = {r["pair_id"]: r for r in table(tmp_path / "j")}
+    assert set(judged) == {"good", "echo", "unfilled"} and summary.rows_out == 3
+    expected = {k: float(r["judgement"].split()[-1]) for k, r in judged.items()}
+    assert all(r["judgement"].startswith("expected score ") and 1 <= r["score"] <= 5 for r in judged.values())
+    assert expected["good"] > expected["echo"] and expected["good"] > expected["unfilled"]
+    assert judged["good"]["judge_model_id"].startswith("judge-classifier:")
+    strict = run(JudgeConfig(input=src, output=str(tmp_path / "k"), llm=nowhere, progress=False))
+    assert strict.rows_out == sum(r["score"] >= 4 for r in judged.values())

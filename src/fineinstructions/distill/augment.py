@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 from fineinstructions.distill.examples import Example, example, student_format
 from fineinstructions.errors import UserError
 from fineinstructions.gold.evaluate import document_for
-from fineinstructions.pipeline.llm_step import LLMStep
 from fineinstructions.text import dedup_key
 
 
@@ -60,7 +59,7 @@ def augment_templatize(cfg, pool: list[dict], progress: bool = True) -> tuple[li
     from fineinstructions.stages.templatize import Templatizer
 
     step, fmt, stats, out = Templatizer(cfg, progress=False), student_format("templatize"), Counter(), []
-    LLMStep.setup(step, 0)
+    step.setup_model(0)
     try:
         for batch in tqdm(list(_chunks(pool, cfg.batch_size)), desc="rejection sampling", disable=not progress):
             rows = [{"query_id": str(r.get("id", i)), "source": r.get("source"), "query": r["query"]}
@@ -86,8 +85,8 @@ def augment_instantiate(cfg, judge_cfg, pool: list[dict], min_score: int,
 
     step, fmt, stats, out = Instantiator(cfg, k=5, progress=False), student_format("instantiate"), Counter(), []
     judge = Judge(judge_cfg, progress=False)
-    LLMStep.setup(step, 0)
-    LLMStep.setup(judge, 0)
+    step.setup_model(0)
+    judge.setup_model(0)
     try:
         for batch in tqdm(list(_chunks(pool, cfg.batch_size * 4)), desc="rejection sampling", disable=not progress):
             jobs = [({"pair_id": str(i), "document_id": str(i), "template_id": str(i), "chunk": 0, "match_score": None,

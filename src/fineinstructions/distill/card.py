@@ -16,13 +16,23 @@ CONTRACTS = {
 
 def model_card(meta: dict[str, Any]) -> str:
     stage, best = meta["stage"], meta["best"]
-    rows = "\n".join(f"| {h['epoch']} | {h['score']:.3f} | "
+    rows = "\n".join(f"| {h['epoch']}{' (C ' + format(h['c'], 'g') + ')' if 'c' in h else ''} | {h['score']:.3f} | "
                      + " · ".join(f"{k} {v:.3f}" for k, v in h["metrics"].items() if isinstance(v, float)) + " |"
                      for h in meta["history"])
     teacher = ", ".join(f"{k}: {v}" for k, v in meta["teacher"].items())
-    usage = (f"fineinstructions {stage} --input ... --output ... --llm-adapter PATH_TO_THIS_FOLDER "
-             f"--prompt-format {meta['prompt_format']}")
-    front = {"library_name": "peft" if meta["method"] == "lora" else "transformers", "base_model": meta["base_model"],
+    classifier = meta["method"] == "classifier"
+    usage = (f"fineinstructions {stage} --input ... --output ... --llm-adapter PATH_TO_THIS_FOLDER"
+             + ("" if classifier else f" --prompt-format {meta['prompt_format']}"))
+    library = {"lora": "peft", "full": "transformers", "classifier": "scikit-learn"}[meta["method"]]
+    what = (f"a classifier on frozen `{meta['base_model']}` sentence embeddings (`judge_classifier.py`: features of "
+            "the instruction and the answer, a multinomial logistic regression over the scores 1-5 and a keep cut); "
+            "no text is generated, and the candidates below are values of its regularisation C" if classifier else
+            f"{meta['method']} fine-tuning of `{meta['base_model']}`")
+    contract = ("in: the instruction and the answer · out: a score 1-5 (and its expected value)" if classifier
+                else CONTRACTS[stage])
+    lead = "It" if classifier else "It follows the compact contract of the paper's released models, so it"
+    tail = "" if classifier else f"(prompt format `{meta['prompt_format']}`; loss on the assistant tokens only)."
+    front = {"library_name": library, "base_model": meta["base_model"],
              "license": "apache-2.0", "tags": ["fineinstructions", f"fineinstructions-{stage}", "distillation"]}
     return f"""---
 {chr(10).join(f"{k}: {json.dumps(v)}" for k, v in front.items())}
@@ -31,12 +41,11 @@ def model_card(meta: dict[str, Any]) -> str:
 # fineinstructions {stage} student
 
 A small task model for the `{stage}` stage of the FineInstructions recipe, distilled with
-`fineinstructions distill` ({meta['method']} fine-tuning of `{meta['base_model']}`). It follows the compact contract
-of the paper's released models, so it needs no few-shot prompt:
+`fineinstructions distill` ({what}). {lead} needs no few-shot prompt:
 
-    {CONTRACTS[stage]}
+    {contract}
 
-(prompt format `{meta['prompt_format']}`; loss on the assistant tokens only).
+{tail}
 
 ## Use
 

@@ -25,7 +25,8 @@ from fineinstructions.config import build
 from fineinstructions.errors import UserError
 
 ORDER = ("templatize", "judge", "instantiate")
-SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "student.json")
+#: what a shipped student consists of (a LoRA adapter, or a classifier judge), those of them that exist
+SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "classifier.json", "README.md", "student.json")
 
 
 def _pool(stage: str, spec: dict[str, Any], work: Path) -> Path:
@@ -125,6 +126,7 @@ def run_students(config: dict[str, Any], output: str, ship: str | None = None) -
                 continue
             with atomic.staged_dir(dest) as tmp:
                 for name in SHIPPED_FILES:
-                    shutil.copy2(work / record["shipped"] / name, tmp / name)
+                    if (work / record["shipped"] / name).is_file():
+                        shutil.copy2(work / record["shipped"] / name, tmp / name)
         atomic.write_json(Path(ship) / "students.json", chosen)
     return chosen

@@ -23,7 +23,6 @@ from fineinstructions import atomic
 from fineinstructions.gold.metrics import METRICS, key_span_recall, token_f1
 from fineinstructions.gold.readback import slot_f1
 from fineinstructions.gold.rows import read_gold
-from fineinstructions.pipeline.llm_step import LLMStep
 
 DEFINITIONS = {
     "templatize": {
@@ -66,7 +65,7 @@ class _Runner:
     def __init__(self, cfg):
         self.cfg = cfg
         self.step = self.make_step(cfg)
-        LLMStep.setup(self.step, 0)  # the backend only: no stage inputs to load
+        self.step.setup_model(0)  # the model only: no stage inputs to load
 
     def close(self) -> None:
         self.step.teardown()

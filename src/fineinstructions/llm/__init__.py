@@ -82,11 +82,12 @@ def preflight(cfg: LLMConfig) -> None:
 
 
 def student_path(stage: str) -> Path | None:
-    """The distilled student shipped in the package for `stage` (an adapter for the embedded model), if any."""
+    """The distilled student shipped in the package for `stage` (an adapter for the embedded model, or for the
+    judge a classifier), if any."""
     from importlib import resources
 
     folder = Path(str(resources.files("fineinstructions"))) / "students" / stage
-    return folder if (folder / "adapter_config.json").is_file() else None
+    return folder if any((folder / f).is_file() for f in ("adapter_config.json", "classifier.json")) else None
 
 
 def resolve_adapter(cfg: LLMConfig, stage: str) -> LLMConfig:

@@ -45,6 +45,11 @@ class LLMStep(StageStep):
         self.backend = None
 
     def setup(self, rank: int) -> None:
+        self.setup_model(rank)
+
+    def setup_model(self, rank: int) -> None:
+        """Load what the step judges or writes with (the LLM backend): `setup` without the stage's own inputs, as
+        `goldeval` needs it."""
         llm = self.llm
         cpus = int(os.environ.get("DATATROVE_CPUS_PER_TASK", "-1"))  # set by the slurm/ray executors: our share
         if llm.backend == "transformers" and not llm.num_threads and cpus > 0:

@@ -43,7 +43,11 @@ class DistillConfig:
                                        "(`fineinstructions distill-augment`)")
     base_model: str | None = option(None, "student base: hub name, model folder or .gguf (default: the embedded "
                                           "SmolLM2-135M-Instruct)")
-    method: str = option("lora", "lora: a small adapter on the frozen base; full: every weight", ("lora", "full"))
+    method: str = option("lora", "lora: a small adapter on the frozen base; full: every weight; classifier (judge "
+                                 "only): a classifier on sentence-embedding features (distill/classifier.py)",
+                         ("lora", "full", "classifier"))
+    embedder: str | None = option(None, "--method classifier: the sentence-transformers model whose embeddings it "
+                                        "reads (default: the embedded all-MiniLM-L6-v2); --base-model is unused")
     epochs: int = option(4, "passes over the teacher data")
     lr: float = option(3e-4, "peak learning rate (linear warm-up, then linear decay); ~5e-5 suits --method full")
     batch_size: int = option(8, "examples per micro-batch")
@@ -147,6 +151,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
 
     if cfg.stage not in STAGES or not cfg.input or not cfg.output:
         raise UserError("distill needs --stage templatize|instantiate|judge, --input TEACHER and --output DIR")
+    if cfg.method == "classifier" and cfg.stage != "judge":
+        raise UserError("--method classifier trains a judge student only (--stage judge)")
     out, teacher_path = Path(cfg.output), Path(cfg.input)
     dev = Path(cfg.dev) if cfg.dev else default_dev(cfg.stage, teacher_path)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("output", "progress", "overwrite", "num_threads")}
@@ -161,6 +167,10 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     atomic.write_json(marker, settings, default=str)
     threads = cfg.num_threads or os.cpu_count() or 1
     torch.set_num_threads(threads)  # the stage's scoring uses the same count (more would oversubscribe the cores)
+    if cfg.method == "classifier":
+        from fineinstructions.distill.classifier import distill_classifier
+
+        return distill_classifier(cfg, out, dev, settings)
 
     fmt = student_format(cfg.stage)
     teacher = load_teacher(cfg.stage, teacher_path, fmt, _documents(cfg.documents), cfg.window_chars)
