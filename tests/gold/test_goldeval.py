@@ -48,7 +48,8 @@ def test_goldeval_runs_the_stage_and_scores_it(tmp_path, stage, per_row, capsys)
     assert metrics["skipped"] == {"bad_json": 1, "not_an_object": 1, "duplicate_id": 1, first_missing[stage]: 1}
     scored = [p for p in predictions if not p["status"].startswith("skipped:")]
     assert sum(metrics["statuses"].values()) == len(scored) == 3
-    assert metrics["model_id"].startswith("gguf:SmolLM2-135M-Instruct") and metrics["rows_per_second"] > 0
+    embedded = "judge-classifier:" if stage == "judge" else "gguf:SmolLM2-135M-Instruct"  # the shipped judge
+    assert metrics["model_id"].startswith(embedded) and metrics["rows_per_second"] > 0
     for metric, key in per_row.items():  # the file's metric is the mean of the rows' scores
         values = [float(p["scores"][key]) for p in scored if p["scores"].get(key) is not None]
         assert metrics[metric] == pytest.approx(fmean(values)), metric
