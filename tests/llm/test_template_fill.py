@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fineinstructions.llm.base import Request, SamplingParams
+from fineinstructions.llm.base import FillTemplate, Request, SamplingParams
 from fineinstructions.llm.copy_constraint import ExcerptTrie, _Row
 from fineinstructions.llm.token_trie import token_bytes
 
@@ -18,7 +18,7 @@ def trie(smollm) -> ExcerptTrie:
 
 
 def _fill(trie, template: str, prefix: str = " ", suffix: str = "\n") -> _Row:
-    return _Row(trie, DOC.encode(), None, (prefix, template, suffix))
+    return _Row(trie, DOC.encode(), None, FillTemplate(prefix, template, suffix))
 
 
 def _spell(trie, row: _Row, text: str) -> bool:
@@ -78,7 +78,7 @@ def test_a_fill_reads_as_a_noun_phrase(trie):
 def test_the_real_model_fills_the_template(smollm):
     prompt = (f"Document: {DOC}\nTemplate: who designed <fi>famous landmark</fi>\nInstruction:")
     out, = smollm.generate([Request(prompt=prompt, params=SamplingParams(max_tokens=30, stop=("\n",)), copy_source=DOC,
-                                    fill_template=(" ", "who designed <fi>famous landmark</fi>", "\n"))])
+                                    fill_template=FillTemplate(" ", "who designed <fi>famous landmark</fi>", "\n"))])
     text = out.text.strip().rstrip("?")
     assert text.lower().startswith("who designed ") and text[len("who designed "):] in DOC, out.text
 
@@ -94,9 +94,9 @@ def test_a_later_slot_does_not_repeat_an_earlier_fill(trie):
 
 
 def test_choices_limit_each_slot_to_the_fills_a_stage_picked(trie):
-    """`fill_template[3]`: per slot, the fills it may take; rule-breaking choices are dropped, none left = any span."""
+    """`FillTemplate.choices`: per slot, the fills it may take; rule-breaking choices are dropped, none left = any span."""
     template = "who designed <fi>a landmark</fi> in <fi>a city</fi>"
-    row = lambda choices: _Row(trie, DOC.encode(), None, (" ", template, "\n", choices))  # noqa: E731
+    row = lambda choices: _Row(trie, DOC.encode(), None, FillTemplate(" ", template, "\n", choices))  # noqa: E731
     picked = (("The Eiffel Tower", "Gustave Eiffel"), ("Paris",))
     assert _spell(trie, row(picked), " who designed The Eiffel Tower in Paris\n")
     assert not _spell(trie, row(picked), " who designed The tower in Paris\n")  # a span, but not a choice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -10,6 +11,7 @@ from llm_stage_helpers import serving, stub_llm, table, write_jsonl, write_shard
 
 from fineinstructions import schemas
 from fineinstructions.errors import UserError
+from fineinstructions.llm.base import FillTemplate
 from fineinstructions.prompts import load_format
 from fineinstructions.stages.instantiate import InstantiateConfig, document_window, pair_id, run
 
@@ -145,13 +147,15 @@ def test_requests_carry_the_constraints_as_the_answer_must_write_them(tmp_path, 
                             window, template)
     if prompt_format == "compact":  # JSON answer: escaped window, the instruction key opens the instruction
         assert req.copy_source == json.dumps(window)[1:-1]
-        assert req.fill_template == ('{"instantiated_instruction": "', json.dumps(template)[1:-1], '"')
+        assert req.fill_template == FillTemplate('{"instantiated_instruction": "', json.dumps(template)[1:-1], '"')
     else:  # labelled lines: raw window, the instruction runs from "Instruction:" to the line end
-        assert req.copy_source == window and req.fill_template == (" ", template, "\n")
+        assert req.copy_source == window and req.fill_template == FillTemplate(" ", template, "\n")
     chosen = step._constrained(step.format.render({"template": template, "document": window}, step.params[0]),
                                window, template, [['"yes" man']])
-    assert chosen.fill_template[:3] == req.fill_template  # per-slot choices ride along, written as the source is
-    assert chosen.fill_template[3] == ((json.dumps('"yes" man')[1:-1] if prompt_format == "compact" else '"yes" man',),)
+    # per-slot choices ride along, written as the source is
+    assert dataclasses.replace(chosen.fill_template, choices=None) == req.fill_template
+    assert chosen.fill_template.choices == (
+        (json.dumps('"yes" man')[1:-1] if prompt_format == "compact" else '"yes" man',),)
     assert chosen.to_dict() != req.to_dict()  # and are part of the cache key
     assert make().fill_slots is True  # by default fill_slots follows copy_excerpts
     plain = make(copy_excerpts=False)  # both off: nothing is constrained

@@ -36,6 +36,18 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class FillTemplate:
+    """The template an instruction must follow (`template_fill.TemplateFill`): written between `prefix` and `suffix`
+    (the output's own text around the instruction, e.g. `{"instruction": "` and `"`), each `<fi>` slot filled from
+    the request's `copy_source` -- with one of `choices[k]` for slot k when a stage knows which spans fit it."""
+
+    prefix: str
+    template: str
+    suffix: str
+    choices: tuple[tuple[str, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
 class Request:
     """Either chat `messages` or a raw `prompt` (completion mode), never both.
 
@@ -48,9 +60,7 @@ class Request:
     prompt: str | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
     copy_source: str | None = None
-    #: (text before, template, text after) the instruction must follow, slots filled from `copy_source`; a 4th
-    #: element, when there, holds per slot the fills it may choose from (`template_fill.TemplateFill`)
-    fill_template: tuple | None = None
+    fill_template: FillTemplate | None = None
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
@@ -74,7 +84,7 @@ class Request:
             d["copy_source"] = self.copy_source
             d["constraint_rules"] = CONSTRAINT_RULES
         if self.fill_template is not None:
-            d["fill_template"] = json.loads(json.dumps(self.fill_template))  # nested tuples as lists
+            d["fill_template"] = json.loads(json.dumps(dataclasses.asdict(self.fill_template)))  # nested tuples as lists
         return d
 
 

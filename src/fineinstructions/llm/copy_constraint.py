@@ -20,6 +20,7 @@ from __future__ import annotations
 from itertools import islice
 
 from fineinstructions.excerpts import occurrences
+from fineinstructions.llm.base import FillTemplate
 from fineinstructions.llm.template_fill import TemplateFill, word_starts
 from fineinstructions.llm.token_trie import TokenTrie, is_word
 
@@ -48,12 +49,12 @@ class _Row:
     """One row's copy source and the bytes it generated so far (starting with the tag the prompt left open)."""
 
     def __init__(self, trie: ExcerptTrie, source: bytes, opened: bytes | None,
-                 template: tuple[str, str, str] | None = None):
+                 template: FillTemplate | None = None):
         self.trie, self.source = trie, source
         self.generated = bytearray(OPEN + opened if opened is not None else b"")
         self.word_starts = word_starts(source)
-        self.template = (TemplateFill(*template[:3], source, self.word_starts,
-                                      choices=template[3] if len(template) > 3 else None) if template else None)
+        self.template = (TemplateFill(template.prefix, template.template, template.suffix, source, self.word_starts,
+                                      choices=template.choices) if template else None)
 
     def add(self, data: bytes) -> None:
         """One more generated token's bytes."""
@@ -156,7 +157,7 @@ class ExcerptCopier:
     Must run before any sampler, so that sampled candidates obey the same rule as greedy ones."""
 
     def __init__(self, trie: ExcerptTrie, sources: list[str | None], prompts: list[str],
-                 templates: list[tuple[str, str, str] | None]):
+                 templates: list[FillTemplate | None]):
         self.trie = trie
         self.rows = [_Row(trie, s.encode("utf-8"), opened_excerpt(p), t) if s else None
                      for s, p, t in zip(sources, prompts, templates)]

@@ -30,7 +30,7 @@ from fineinstructions.errors import UserError
 from fineinstructions.excerpts import close_open_excerpt, expand_excerpts, seed_words
 from fineinstructions.fill_ranking import PER_SLOT, SIMILARITY_WEIGHT, Choices, rank_instructions
 from fineinstructions.llm import LLMConfig, adapter_folder, fingerprint, preflight
-from fineinstructions.llm.base import Completion, Request
+from fineinstructions.llm.base import Completion, FillTemplate, Request
 from fineinstructions.parsing import is_null_answer
 from fineinstructions.pipeline.documents import (DocumentOptions, UniqueIds, duplicate_ids, group_by, open_documents,
                                                  rank_shards)
@@ -255,9 +255,9 @@ class Instantiator(LLMStep):
         fill = None
         if self.fill_slots and self.format.parser in ("json", "fields"):
             key = self.format.fields["instruction"].split("|")[0]
-            fill = (f'{{"{key}": "', escape(template), '"') if as_json else (" ", template, "\n")
-            if choices:  # per slot, the fills it may take (`TemplateFill`), written as the source is
-                fill += (tuple(tuple(escape(c) for c in slot) for slot in choices),)
+            around = (f'{{"{key}": "', '"') if as_json else (" ", "\n")
+            fill = FillTemplate(around[0], escape(template), around[1],  # choices written as the source is
+                                tuple(tuple(escape(c) for c in slot) for slot in choices) if choices else None)
         return dataclasses.replace(request, copy_source=escape(window), fill_template=fill)
 
     def evaluate(self, c: Completion, base: dict, window: str) -> Outcome:
