@@ -72,19 +72,24 @@ def test_slots_are_filled_from_the_sentences_that_fit_the_template(retriever):
     assert retriever.focus("what is <fi>a thing</fi>", "Short.") == "Short."  # nothing to rank: the whole window
 
 
+def names(retriever: SentenceRetriever, template: str, text: str, n: int = 8) -> list[list[str]]:
+    """`ranked_fills` without the cosines."""
+    return [[fill for fill, _ in slot] for slot in retriever.ranked_fills(template, text, n)]
+
+
 def test_each_slot_gets_the_spans_closest_to_its_description(retriever):
     template = "how long does it take to <fi>a cooking method</fi> <fi>a vegetable</fi>"
     focus = retriever.focus(template, DOC)
-    method, vegetable = retriever.fill_choices(template, focus, n=3)
+    method, vegetable = names(retriever, template, focus, n=3)
     assert len(method) == len(vegetable) == 3 and all(c in focus for c in method + vegetable)
     assert any("potatoes" in c for c in vegetable)
-    assert retriever.fill_choices("no slot here", focus) == []
-    assert retriever.fill_choices(template, "") == [[], []]
+    assert names(retriever, "no slot here", focus) == []
+    assert names(retriever, template, "") == [[], []]
 
 
 def test_a_fill_choice_never_doubles_the_template_word_next_to_it(retriever):
     text = "Michelangelo painted the ceiling of the Sistine Chapel. The chapel ceiling took four years."
-    (painter, ceiling), = [retriever.fill_choices("when did <fi>a painter</fi> paint the <fi>a part of a building</fi>"
+    (painter, ceiling), = [names(retriever, "when did <fi>a painter</fi> paint the <fi>a part of a building</fi>"
                                                  " ceiling", text, n=50)]
     assert ceiling and not [c for c in ceiling if c.lower().split()[-1] == "ceiling"]
     assert "Michelangelo" in painter and "the Sistine Chapel" not in ceiling  # "the the"

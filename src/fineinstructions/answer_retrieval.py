@@ -155,10 +155,6 @@ class SentenceRetriever:
             return window
         return " ".join(window[spans[i][0]:spans[i][1]] for i in sorted(best))
 
-    def fill_choices(self, template: str, text: str, n: int = 8) -> list[list[str]]:
-        """`ranked_fills` without the cosines."""
-        return [[fill for fill, _ in slot] for slot in self.ranked_fills(template, text, n)]
-
     def ranked_fills(self, template: str, text: str, n: int = 8) -> list[list[tuple[str, float]]]:
         """Per `<fi>` slot, the `n` fills from `text` (spans the fill rules allow, `document_fills`) closest in
         meaning to the slot's description: the model picks among them. Left to choose any span of the 3 sentences,

@@ -29,19 +29,19 @@ GRID = (0.03, 0.1, 0.3, 1.0)
 
 def judge_pairs(path: str | Path) -> tuple[list[dict], Counter]:
     """(instruction, answer, score) rows of a gold judge file or a judge stage folder, and the skipped counts."""
-    from fineinstructions.distill.examples import _stage_rows
+    from fineinstructions.distill.examples import require_shards, scored_pairs
     from fineinstructions.gold.rows import read_gold
 
     path = Path(path)
     if path.is_file():
         gold = read_gold(path, "judge")
         return [{k: r[k] for k in ("instruction", "answer", "score")} for r in gold.rows], Counter(gold.skip_counts)
-    if not sorted(path.glob("part-*.parquet")):
-        raise UserError(f"no part-*.parquet shards in {path}: give a judge stage output folder or a gold file")
-    rows, skipped = [], Counter()
-    for r in _stage_rows(path) + _stage_rows(path, "rejects"):
-        if r.get("score") is None or not r.get("instruction"):
-            skipped["no_score"] += 1
+    require_shards(path, "judge")
+    pairs, skipped = scored_pairs(path)
+    rows = []
+    for r in pairs:
+        if not r.get("instruction"):
+            skipped["no_instruction"] += 1
         else:
             rows.append({"instruction": r["instruction"], "answer": r.get("answer") or "", "score": int(r["score"])})
     return rows, skipped

@@ -95,6 +95,22 @@ def _stage_rows(folder: Path, sub: str = "") -> list[dict]:
     return [r for f in files for r in pq.read_table(f).to_pylist()]
 
 
+def require_shards(folder: Path, stage: str) -> None:
+    if not sorted(folder.glob("part-*.parquet")):
+        raise UserError(f"no part-*.parquet shards in {folder}: give a {stage} stage output folder or a gold file")
+
+
+def scored_pairs(folder: Path) -> tuple[list[dict], Counter]:
+    """A judge stage's pairs with a score, kept and rejected alike, and the count of those without one."""
+    rows, skipped = [], Counter()
+    for r in _stage_rows(folder) + _stage_rows(folder, "rejects"):
+        if r.get("score") is None:
+            skipped["no_score"] += 1
+        else:
+            rows.append(r)
+    return rows, skipped
+
+
 def from_stage(stage: str, folder: str | Path, fmt: PromptFormat, documents: dict[str, str] | None = None,
                window_chars: int | None = None) -> TeacherData:
     """A stage's output as teacher data: templatize → its kept templates; judge → every scored pair; instantiate →
@@ -103,8 +119,7 @@ def from_stage(stage: str, folder: str | Path, fmt: PromptFormat, documents: dic
     from fineinstructions.windows import document_window
 
     folder = Path(folder)
-    if not sorted(folder.glob("part-*.parquet")):
-        raise UserError(f"no part-*.parquet shards in {folder}: give a {stage} stage output folder or a gold file")
+    require_shards(folder, stage)
     data = TeacherData()
     if stage == "templatize":
         for r in _stage_rows(folder):
@@ -112,10 +127,8 @@ def from_stage(stage: str, folder: str | Path, fmt: PromptFormat, documents: dic
                 "template": r["template"], "compatible_document_description": r["compatible_document_description"]},
                 "stage"))
     elif stage == "judge":
-        for r in _stage_rows(folder) + _stage_rows(folder, "rejects"):
-            if r.get("score") is None:
-                data.skipped["no_score"] += 1
-                continue
+        pairs, data.skipped = scored_pairs(folder)
+        for r in pairs:
             data.examples.append(example(stage, fmt, {"instruction": r["instruction"], "answer": r["answer"],
                                                       "rubric": ""}, {"score": int(r["score"])}, "stage"))
     else:

@@ -198,7 +198,7 @@ def document_fills(text: str, max_words: int = 5) -> list[str]:
     out = set()
     for span in ends[False]:
         fill = span.decode("utf-8", "ignore").strip()
-        if fill and len(fill.split()) <= max_words and "\n" not in fill:
+        if fill and len(fill.split()) <= max_words:  # (no line break: a fill stops before one)
             out.add(fill)
     return sorted(out)
 

@@ -20,7 +20,7 @@ from fineinstructions.config import option
 from fineinstructions.errors import UserError
 from fineinstructions.judge_classifier import FILE as CLASSIFIER_FILE
 from fineinstructions.judge_classifier import JudgeClassifier, is_classifier, pair_features
-from fineinstructions.llm import LLMConfig, adapter_folder, fingerprint, preflight, resolve_adapter
+from fineinstructions.llm import LLMConfig, adapter_folder, fingerprint, preflight
 from fineinstructions.llm.identity import content_digest
 from fineinstructions.parsing import parse_score
 from fineinstructions.pipeline.llm_step import LLMStep, llm_settings, resolve_format
@@ -119,7 +119,7 @@ def run(cfg: JudgeConfig) -> StageSummary:
     if not 1 <= cfg.min_score <= 5:
         raise UserError("--min-score must be between 1 and 5")
     files, reader = stage_input(cfg.input, "answer", "pair_id", "instantiate")
-    if not is_classifier(adapter_folder(resolve_adapter(cfg.llm, "judge"))):  # a classifier needs no LLM
-        preflight(cfg.llm)
     step = Judge(cfg, input_files=files, progress=cfg.progress)
+    if step.classifier is None:  # a classifier needs no LLM
+        preflight(cfg.llm)
     return run_stage("judge", cfg, reader, step, schemas.JUDGED, settings=llm_settings(step.llm, step.prompt_fingerprint))
